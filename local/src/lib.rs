@@ -1,0 +1,274 @@
+//! The local server: every route of the route table and every queue worker in one process,
+//! on the embedded adapters, so a laptop with only Rust runs the whole of Storefront.
+//!
+//! It also serves the blob store's presigned URLs under `/_blobs/`, checking each signature
+//! as S3 would. Tests start it in-process with [`Server::start`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use storefront::blobs::embedded::{PresignRefusal, ROUTE_PREFIX};
+use storefront::clock::SystemClock;
+use storefront::config::RateLimits;
+use storefront::context::{AppContext, Embedded};
+use storefront::http::{dispatch, refuse, ApiError, ClientIp, MAX_BODY_BYTES};
+use storefront::jobs::worker::Dispatcher;
+use storefront::routes::ROUTES;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How long a stop waits for requests in flight before it gives up on them.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an idle worker looks for new jobs.
+const WORKER_POLL: Duration = Duration::from_millis(100);
+/// Uploads through presigned URLs may be larger than API bodies (images up to 10 MiB).
+const MAX_UPLOAD_BYTES: usize = 10 * 1024 * 1024;
+
+/// Command-line flags, each with an environment variable.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(
+    name = "storefront-local",
+    version,
+    about = "Run the whole Storefront API locally"
+)]
+pub struct Options {
+    /// Address to listen on.
+    #[arg(long, env = "STOREFRONT_ADDR", default_value = "127.0.0.1:3000")]
+    pub addr: SocketAddr,
+    /// Directory for the durable store, queue, blobs and keys (created if absent).
+    #[arg(long, env = "STOREFRONT_DATA_DIR", default_value = ".storefront")]
+    pub data_dir: PathBuf,
+}
+
+/// A running local server.
+pub struct Server {
+    url: String,
+    embedded: Embedded,
+    stop: watch::Sender<bool>,
+    http: JoinHandle<()>,
+    worker: JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the data directory, binds the address and starts serving and working.
+    pub async fn start(options: Options) -> anyhow::Result<Self> {
+        let limits = RateLimits::from_env()?;
+        let listener = TcpListener::bind(options.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", options.addr))?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let embedded =
+            AppContext::embedded(&options.data_dir, &url, limits, Arc::new(SystemClock))?;
+        let (stop, stopped) = watch::channel(false);
+        let worker = tokio::spawn(storefront::jobs::run_queue(
+            embedded.ctx.clone(),
+            Arc::new(embedded.jobs.clone()),
+            Arc::new(Dispatcher),
+            WORKER_POLL,
+            stopped.clone(),
+        ));
+        let http = tokio::spawn(serve(listener, embedded.clone(), stopped));
+        Ok(Self {
+            url,
+            embedded,
+            stop,
+            http,
+            worker,
+        })
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:3000`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The adapters behind the server (tests look at the store and queues directly).
+    pub fn embedded(&self) -> &Embedded {
+        &self.embedded
+    }
+
+    /// Stops accepting, lets requests in flight finish, and stops the workers.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.http.await;
+        let _ = self.worker.await;
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+async fn serve(listener: TcpListener, embedded: Embedded, mut stopped: watch::Receiver<bool>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let embedded = Arc::new(embedded);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let embedded = embedded.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let embedded = embedded.clone();
+                    async move { Ok::<_, std::convert::Infallible>(route(&embedded, peer, req).await) }
+                });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = stopped.changed() => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");
+    }
+}
+
+type LocalResponse = http::Response<Full<Bytes>>;
+
+async fn route(
+    embedded: &Embedded,
+    peer: SocketAddr,
+    req: http::Request<Incoming>,
+) -> LocalResponse {
+    if req.uri().path().starts_with(ROUTE_PREFIX) {
+        return blob(embedded, req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            let problem = ApiError::PayloadTooLarge {
+                limit: MAX_BODY_BYTES,
+            };
+            return into_local(refuse(&embedded.ctx, problem));
+        }
+    };
+    let mut req = http::Request::from_parts(parts, body_of(bytes));
+    req.extensions_mut().insert(ClientIp(peer.ip().to_string()));
+    into_local(dispatch(&embedded.ctx, ROUTES, req).await)
+}
+
+fn body_of(bytes: Bytes) -> lambda_http::Body {
+    if bytes.is_empty() {
+        lambda_http::Body::Empty
+    } else {
+        match String::from_utf8(bytes.to_vec()) {
+            Ok(text) => lambda_http::Body::Text(text),
+            Err(e) => lambda_http::Body::Binary(e.into_bytes()),
+        }
+    }
+}
+
+fn into_local(response: storefront::http::Response) -> LocalResponse {
+    let (parts, body) = response.into_parts();
+    let bytes = match body {
+        lambda_http::Body::Empty => Bytes::new(),
+        lambda_http::Body::Text(text) => Bytes::from(text),
+        lambda_http::Body::Binary(bytes) => Bytes::from(bytes),
+        _ => Bytes::new(),
+    };
+    http::Response::from_parts(parts, Full::new(bytes))
+}
+
+/// Serves a presigned blob URL: PUT stores, GET reads, both only with a valid signature.
+async fn blob(embedded: &Embedded, req: http::Request<Incoming>) -> LocalResponse {
+    let blobs = &embedded.blobs;
+    let key = req.uri().path().trim_start_matches(ROUTE_PREFIX).to_owned();
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    let method = req.method().clone();
+    let content_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let outcome = match method {
+        Method::PUT => match Limited::new(req.into_body(), MAX_UPLOAD_BYTES)
+            .collect()
+            .await
+        {
+            Ok(body) => blobs
+                .accept_put(&key, &query, content_type.as_deref(), body.to_bytes())
+                .await
+                .map(|()| (StatusCode::OK, None)),
+            Err(_) => Err(PresignRefusal::WrongContentLength),
+        },
+        Method::GET => blobs.serve_get(&key, &query).await.map(|blob| match blob {
+            Some(blob) => (StatusCode::OK, Some(blob)),
+            None => (StatusCode::NOT_FOUND, None),
+        }),
+        _ => {
+            let problem = ApiError::MethodNotAllowed {
+                allow: vec![Method::GET, Method::PUT],
+            };
+            return into_local(refuse(&embedded.ctx, problem));
+        }
+    };
+    let mut response = match outcome {
+        Ok((status, blob)) => {
+            let mut response = http::Response::new(Full::new(
+                blob.as_ref().map(|b| b.bytes.clone()).unwrap_or_default(),
+            ));
+            *response.status_mut() = status;
+            if let Some(ct) = blob.and_then(|b| http::HeaderValue::from_str(&b.content_type).ok()) {
+                response
+                    .headers_mut()
+                    .insert(http::header::CONTENT_TYPE, ct);
+            }
+            response
+        }
+        Err(refusal) => {
+            tracing::info!(key, reason = %refusal, "presigned request refused");
+            into_local(refuse(
+                &embedded.ctx,
+                ApiError::Forbidden(refusal.to_string()),
+            ))
+        }
+    };
+    response.headers_mut().insert(
+        "access-control-allow-origin",
+        http::HeaderValue::from_static("*"),
+    );
+    response
+}

@@ -1,0 +1,97 @@
+//! Typed configuration, read once at start from the environment: a missing or malformed
+//! setting stops the process with a message naming it, never the first request.
+
+use std::env;
+
+/// The settings of a Lambda function (template.yaml sets them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AwsConfig {
+    /// `STOREFRONT_TABLE`: the DynamoDB table.
+    pub table: String,
+    /// `STOREFRONT_QUEUE_URL`: the jobs queue, for functions that send jobs.
+    pub queue_url: Option<String>,
+    /// `STOREFRONT_BUCKET`: the uploads bucket, for functions that touch blobs.
+    pub bucket: Option<String>,
+    pub limits: RateLimits,
+}
+
+/// Requests allowed per minute, shared by every instance through the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimits {
+    /// `STOREFRONT_RATE_LIMIT_IP`: all requests from one client IP.
+    pub per_ip: u32,
+    /// `STOREFRONT_RATE_LIMIT_LOGIN`: login attempts per IP and per account.
+    pub login: u32,
+    /// `STOREFRONT_RATE_LIMIT_API_KEY`: requests made with one API key.
+    pub per_api_key: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            per_ip: 1000,
+            login: 5,
+            per_api_key: 100,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} must be set")]
+    Missing(&'static str),
+    #[error("environment variable {name} is `{value}`, which is not {expected}")]
+    Malformed {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+fn optional(name: &'static str) -> Option<String> {
+    env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn required(name: &'static str) -> Result<String, ConfigError> {
+    optional(name).ok_or(ConfigError::Missing(name))
+}
+
+fn per_minute(name: &'static str, default: u32) -> Result<u32, ConfigError> {
+    match optional(name) {
+        None => Ok(default),
+        Some(value) => {
+            value
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or(ConfigError::Malformed {
+                    name,
+                    value,
+                    expected: "a whole number of requests per minute above 0",
+                })
+        }
+    }
+}
+
+impl RateLimits {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let d = Self::default();
+        Ok(Self {
+            per_ip: per_minute("STOREFRONT_RATE_LIMIT_IP", d.per_ip)?,
+            login: per_minute("STOREFRONT_RATE_LIMIT_LOGIN", d.login)?,
+            per_api_key: per_minute("STOREFRONT_RATE_LIMIT_API_KEY", d.per_api_key)?,
+        })
+    }
+}
+
+impl AwsConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            table: required("STOREFRONT_TABLE")?,
+            queue_url: optional("STOREFRONT_QUEUE_URL"),
+            bucket: optional("STOREFRONT_BUCKET"),
+            limits: RateLimits::from_env()?,
+        })
+    }
+}

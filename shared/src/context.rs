@@ -1,0 +1,252 @@
+//! `AppContext`: everything a handler or worker needs, built once per process.
+//!
+//! This is the composition root: the only place that picks adapters. A Lambda binary builds
+//! it from [`AwsConfig`] (SDK clients made once, outside the handler); the local server and
+//! the tests build it over a data directory with the embedded adapters.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::blobs::embedded::EmbeddedBlobs;
+use crate::blobs::s3::S3Blobs;
+use crate::blobs::{Blob, BlobError, BlobMeta, Blobs, Presigned};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{AwsConfig, RateLimits};
+use crate::crypto::SigningKey;
+use crate::ids::{IdGenerator, UlidGenerator};
+use crate::queue::embedded::{EmbeddedQueue, EmbeddedQueues, QueueConfig};
+use crate::queue::sqs::SqsQueue;
+use crate::queue::{Outgoing, Queue, QueueError, Received, Redrive};
+use crate::store::dynamo::DynamoTable;
+use crate::store::embedded::{EmbeddedTable, OpenError};
+use crate::store::Table;
+
+/// The jobs queue, its dead-letter queue and their redrive rule (template.yaml says the same).
+pub const JOBS_QUEUE: &str = "jobs";
+pub const JOBS_DLQ: &str = "jobs-dlq";
+pub const JOBS_MAX_RECEIVE_COUNT: u32 = 5;
+pub const JOBS_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Clone)]
+pub struct AppContext {
+    pub table: Arc<dyn Table>,
+    pub queue: Arc<dyn Queue>,
+    pub blobs: Arc<dyn Blobs>,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdGenerator>,
+    pub limits: RateLimits,
+    pub started_at: DateTime<Utc>,
+}
+
+/// The embedded adapters of a local data directory, and what only the local server needs.
+#[derive(Clone)]
+pub struct Embedded {
+    pub ctx: AppContext,
+    pub blobs: EmbeddedBlobs,
+    pub jobs: EmbeddedQueue,
+    pub dead_letters: EmbeddedQueue,
+    pub data_dir: PathBuf,
+}
+
+impl AppContext {
+    /// The context of a Lambda function: AWS adapters named by the environment.
+    pub async fn from_env() -> anyhow::Result<Self> {
+        let config = AwsConfig::from_env()?;
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Ok(Self::aws(&sdk, &config, Arc::new(SystemClock)))
+    }
+
+    /// AWS adapters over clients built from `sdk` (tests point it at moto).
+    pub fn aws(sdk: &aws_config::SdkConfig, config: &AwsConfig, clock: Arc<dyn Clock>) -> Self {
+        let table = DynamoTable::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            &config.table,
+            clock.clone(),
+        );
+        let queue: Arc<dyn Queue> = match &config.queue_url {
+            Some(url) => Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), url)),
+            None => Arc::new(Unconfigured("STOREFRONT_QUEUE_URL")),
+        };
+        let blobs: Arc<dyn Blobs> = match &config.bucket {
+            Some(bucket) => Arc::new(S3Blobs::new(aws_sdk_s3::Client::new(sdk), bucket)),
+            None => Arc::new(Unconfigured("STOREFRONT_BUCKET")),
+        };
+        Self {
+            table: Arc::new(table),
+            queue,
+            blobs,
+            ids: Arc::new(UlidGenerator::new(clock.clone())),
+            started_at: clock.now(),
+            clock,
+            limits: config.limits,
+        }
+    }
+
+    /// The embedded adapters over `data_dir`, with blob URLs presigned for `public_url`.
+    pub fn embedded(
+        data_dir: &Path,
+        public_url: &str,
+        limits: RateLimits,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Embedded, EmbeddedError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| EmbeddedError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let table = EmbeddedTable::open(&data_dir.join("table.redb"), clock.clone())?;
+        let queues = EmbeddedQueues::open(&data_dir.join("queue.redb"), clock.clone())?;
+        let dead_letters = queues.queue(
+            JOBS_DLQ,
+            QueueConfig {
+                visibility_timeout: JOBS_VISIBILITY_TIMEOUT,
+                redrive: None,
+            },
+        );
+        let jobs = queues.queue(
+            JOBS_QUEUE,
+            QueueConfig {
+                visibility_timeout: JOBS_VISIBILITY_TIMEOUT,
+                redrive: Some(Redrive {
+                    dead_letter_queue: JOBS_DLQ.into(),
+                    max_receive_count: JOBS_MAX_RECEIVE_COUNT,
+                }),
+            },
+        );
+        let key = load_or_create_key(&data_dir.join("keys").join("blob-signing.key"))
+            .map_err(EmbeddedError::Other)?;
+        let blobs = EmbeddedBlobs::open(&data_dir.join("blobs"), public_url, key, clock.clone())
+            .map_err(EmbeddedError::Other)?;
+        let ctx = Self {
+            table: Arc::new(table),
+            queue: Arc::new(jobs.clone()),
+            blobs: Arc::new(blobs.clone()),
+            ids: Arc::new(UlidGenerator::new(clock.clone())),
+            started_at: clock.now(),
+            clock,
+            limits,
+        };
+        Ok(Embedded {
+            ctx,
+            blobs,
+            jobs,
+            dead_letters,
+            data_dir: data_dir.to_owned(),
+        })
+    }
+}
+
+/// Why the embedded adapters could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("{0:#}")]
+    Other(anyhow::Error),
+}
+
+/// Reads a 32-byte key from `path`, creating it (readable by the owner only) on first start.
+pub fn load_or_create_key(path: &Path) -> anyhow::Result<SigningKey> {
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.len() == 32 => return Ok(SigningKey::from_bytes(bytes)),
+        Ok(_) => anyhow::bail!(
+            "{} is not a 32-byte key; delete it to make a new one",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let key = SigningKey::generate()?;
+    write_private(path, key.expose()).with_context(|| format!("writing {}", path.display()))?;
+    Ok(key)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+/// The adapter of a port this function was not given (its template grants no access):
+/// every call fails with a message naming the missing setting.
+struct Unconfigured(&'static str);
+
+impl Unconfigured {
+    fn error(&self) -> anyhow::Error {
+        anyhow::anyhow!(
+            "this function is not configured for this dependency ({} is unset)",
+            self.0
+        )
+    }
+}
+
+#[async_trait]
+impl Queue for Unconfigured {
+    async fn send(&self, _: Outgoing) -> Result<String, QueueError> {
+        Err(self.error().into())
+    }
+    async fn send_batch(&self, _: Vec<Outgoing>) -> Result<Vec<String>, QueueError> {
+        Err(self.error().into())
+    }
+    async fn receive(&self, _: usize) -> Result<Vec<Received>, QueueError> {
+        Err(self.error().into())
+    }
+    async fn ack(&self, _: &str) -> Result<(), QueueError> {
+        Err(self.error().into())
+    }
+    async fn retry_after(&self, _: &str, _: Duration) -> Result<(), QueueError> {
+        Err(self.error().into())
+    }
+}
+
+#[async_trait]
+impl Blobs for Unconfigured {
+    async fn presign_put(
+        &self,
+        _: &str,
+        _: &str,
+        _: u64,
+        _: Duration,
+    ) -> Result<Presigned, BlobError> {
+        Err(self.error().into())
+    }
+    async fn presign_get(&self, _: &str, _: Duration) -> Result<Presigned, BlobError> {
+        Err(self.error().into())
+    }
+    async fn head(&self, _: &str) -> Result<Option<BlobMeta>, BlobError> {
+        Err(self.error().into())
+    }
+    async fn get(&self, _: &str) -> Result<Option<Blob>, BlobError> {
+        Err(self.error().into())
+    }
+    async fn put(&self, _: &str, _: bytes::Bytes, _: &str) -> Result<(), BlobError> {
+        Err(self.error().into())
+    }
+    async fn delete(&self, _: &str) -> Result<(), BlobError> {
+        Err(self.error().into())
+    }
+}

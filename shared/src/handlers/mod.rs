@@ -1,0 +1,3 @@
+//! The handlers: one file per resource, each route an `async fn(Request, &AppContext)`.
+
+pub mod health;

@@ -1,0 +1,230 @@
+//! The HTTP edge shared by every Lambda function and the local server.
+//!
+//! [`dispatch`] is the one path a request takes: it names the request, enforces the body
+//! limit, finds the route (404/405 as problems), runs the handler with panics caught (a
+//! panic is a logged 500, never a dead process), turns an [`ApiError`] into problem+json
+//! and puts `X-Request-Id` on every response.
+
+mod error;
+
+use std::borrow::Borrow;
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+use futures_util::FutureExt as _;
+use http::{header, HeaderValue, StatusCode};
+use lambda_http::request::RequestContext;
+use lambda_http::RequestExt as _;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::Instrument as _;
+
+pub use error::{ApiError, FieldError, RateLimited, PROBLEM_BASE, PROBLEM_JSON};
+
+use crate::context::AppContext;
+use crate::ids::IdKind;
+use crate::routes::{self, Route};
+
+pub type Request = lambda_http::Request;
+pub type Response = http::Response<lambda_http::Body>;
+pub type HandlerResult = Result<Response, ApiError>;
+
+/// The largest request body the API accepts.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The id of the request being handled, in the request's extensions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+/// The caller's address as the edge saw it (API Gateway's `sourceIp`, or the socket peer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientIp(pub String);
+
+/// Serves one request with the routes given (all of them locally, a function's own on Lambda).
+pub async fn dispatch<R: Borrow<Route> + Sync>(
+    ctx: &AppContext,
+    routes: &[R],
+    mut req: Request,
+) -> Response {
+    let request_id = request_id_of(&req, ctx);
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    if req.extensions().get::<ClientIp>().is_none() {
+        if let Some(ip) = source_ip(&req) {
+            req.extensions_mut().insert(ClientIp(ip));
+        }
+    }
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        function = tracing::field::Empty,
+        tenant_id = tracing::field::Empty,
+    );
+    async move {
+        let started = Instant::now();
+        let mut response = match handle(ctx, routes, req).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(&request_id),
+        };
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(REQUEST_ID, value);
+        }
+        tracing::info!(
+            status = response.status().as_u16(),
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request served"
+        );
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// A problem response for a request refused before routing (the local server's body limit,
+/// its blob URLs), with a fresh request id like every other response.
+pub fn refuse(ctx: &AppContext, error: ApiError) -> Response {
+    let request_id = ctx.ids.next(IdKind::Request);
+    let mut response = error.into_response(&request_id);
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+async fn handle<R: Borrow<Route>>(ctx: &AppContext, routes: &[R], req: Request) -> HandlerResult {
+    if req.body().len() > MAX_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        });
+    }
+    let (route, params) = routes::find(routes, req.method(), req.uri().path())?;
+    tracing::Span::current().record("function", route.function);
+    let req = req.with_path_parameters(params);
+    match AssertUnwindSafe((route.handler)(req, ctx))
+        .catch_unwind()
+        .await
+    {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".to_owned());
+            Err(ApiError::Internal(anyhow::anyhow!(
+                "handler panicked: {message}"
+            )))
+        }
+    }
+}
+
+/// API Gateway's request id where there is one (so logs and the client agree with AWS's
+/// access logs), a fresh one otherwise.
+fn request_id_of(req: &Request, ctx: &AppContext) -> String {
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(c)) => c.request_id.clone(),
+        _ => None,
+    }
+    .filter(|id| !id.is_empty())
+    .unwrap_or_else(|| ctx.ids.next(IdKind::Request))
+}
+
+fn source_ip(req: &Request) -> Option<String> {
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(c)) => c.http.source_ip.clone(),
+        _ => None,
+    }
+}
+
+/// The request id `dispatch` gave this request.
+pub fn request_id(req: &Request) -> &str {
+    req.extensions()
+        .get::<RequestId>()
+        .map_or("", |r| r.0.as_str())
+}
+
+/// The caller's IP address, when the edge knows it.
+pub fn client_ip(req: &Request) -> Option<&str> {
+    req.extensions().get::<ClientIp>().map(|ip| ip.0.as_str())
+}
+
+/// One query-string parameter, read from the URI so Lambda and the local server agree.
+pub fn query_param(req: &Request, name: &str) -> Option<String> {
+    let query = req.uri().query()?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// A path parameter the route matched (`{id}` in `/v1/products/{id}`).
+pub fn path_param(req: &Request, name: &str) -> Result<String, ApiError> {
+    req.path_parameters()
+        .first(name)
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("route has no path parameter `{name}`")))
+}
+
+/// Parses a JSON body into `T`: 415 unless it is JSON, 400 naming the field when it is
+/// malformed, has unknown fields, wrong types or misses a field.
+pub fn parse_json<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let body: &[u8] = req.body().as_ref();
+    if body.is_empty() {
+        return Err(ApiError::bad_request("The request needs a JSON body."));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::bad_request(format!("The body is not valid JSON: {inner}"))
+        } else {
+            let message = inner.to_string();
+            let message = message
+                .split(" at line ")
+                .next()
+                .unwrap_or(&message)
+                .to_owned();
+            ApiError::BadRequest {
+                detail: format!("The body does not match the expected shape: {message}."),
+                errors: vec![FieldError::new(
+                    if field == "." { String::new() } else { field },
+                    message,
+                )],
+            }
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::bad_request(format!("The body has trailing data: {e}")))?;
+    Ok(value)
+}
+
+/// A JSON response.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> HandlerResult {
+    let body = serde_json::to_string(value).map_err(|e| ApiError::Internal(e.into()))?;
+    let mut response = http::Response::new(lambda_http::Body::Text(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+/// A 204 with no body.
+pub fn no_content() -> Response {
+    let mut response = http::Response::new(lambda_http::Body::Empty);
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
+}

@@ -1,0 +1,109 @@
+//! Background jobs: the batch handler every queue consumer uses, and the workers it runs.
+//!
+//! A batch is processed message by message: each message's failure (an error or a panic)
+//! is reported on its own, so a poisoned message never fails its batch-mates. On Lambda the
+//! failures become `batchItemFailures` (`ReportBatchItemFailures`); in the local server's
+//! worker loop they stay on the queue until the visibility timeout, and after
+//! `maxReceiveCount` receives they move to the dead-letter queue, as SQS redrive does.
+
+pub mod worker;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::FutureExt as _;
+use tracing::Instrument as _;
+
+use crate::context::AppContext;
+use crate::queue::{Queue, MAX_BATCH};
+
+/// One message of a batch, as both SQS events and the embedded queue deliver it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobMessage {
+    pub id: String,
+    pub body: String,
+    pub receive_count: u32,
+}
+
+/// Handles one message. An `Err` (or a panic) leaves the message to be retried.
+#[async_trait]
+pub trait Worker: Send + Sync {
+    async fn handle(&self, ctx: &AppContext, message: &JobMessage) -> anyhow::Result<()>;
+}
+
+/// The ids of the messages of a batch that failed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub failed: Vec<String>,
+}
+
+/// Runs every message of a batch through `worker`, concurrently and each isolated.
+pub async fn process_batch(
+    ctx: &AppContext,
+    worker: &dyn Worker,
+    messages: &[JobMessage],
+) -> BatchOutcome {
+    let runs = messages.iter().map(|message| {
+        let span = tracing::info_span!("job", message_id = %message.id, receive_count = message.receive_count);
+        async move {
+            let outcome = AssertUnwindSafe(worker.handle(ctx, message)).catch_unwind().await;
+            let error = match outcome {
+                Ok(Ok(())) => return None,
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(_) => "the worker panicked".to_owned(),
+            };
+            tracing::warn!(error, "job failed; it will be retried");
+            Some(message.id.clone())
+        }
+        .instrument(span)
+    });
+    let failed = futures_util::future::join_all(runs)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    BatchOutcome { failed }
+}
+
+/// The local server's consumer: receive, process, ack what succeeded, until `shutdown`.
+/// What failed is left alone, to come back after the visibility timeout as on SQS.
+pub async fn run_queue(
+    ctx: AppContext,
+    queue: Arc<dyn Queue>,
+    worker: Arc<dyn Worker>,
+    idle: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    while !*shutdown.borrow() {
+        let received = match queue.receive(MAX_BATCH).await {
+            Ok(received) => received,
+            Err(e) => {
+                tracing::error!(error = %e, "receiving jobs failed");
+                Vec::new()
+            }
+        };
+        if received.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep(idle) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        let messages: Vec<JobMessage> = received
+            .iter()
+            .map(|r| JobMessage {
+                id: r.id.clone(),
+                body: r.body.clone(),
+                receive_count: r.receive_count,
+            })
+            .collect();
+        let outcome = process_batch(&ctx, worker.as_ref(), &messages).await;
+        for message in received.iter().filter(|r| !outcome.failed.contains(&r.id)) {
+            if let Err(e) = queue.ack(&message.receipt).await {
+                tracing::warn!(error = %e, message_id = %message.id, "acknowledging a job failed; it may run again");
+            }
+        }
+    }
+}

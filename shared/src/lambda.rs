@@ -1,0 +1,69 @@
+//! What a Lambda binary's `main` hands to the runtime: an HTTP function serving its rows of
+//! the route table, or an SQS consumer running the batch handler.
+
+use std::sync::Arc;
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_runtime::LambdaEvent;
+
+use crate::context::AppContext;
+use crate::jobs::{process_batch, JobMessage, Worker};
+use crate::routes;
+
+pub type Error = lambda_runtime::Error;
+
+/// Serves the routes of `function` (its rows of [`routes::ROUTES`]) until the sandbox ends.
+pub async fn serve_http(ctx: AppContext, function: &'static str) -> Result<(), Error> {
+    let routes = routes::of_function(function);
+    if routes.is_empty() {
+        return Err(format!("no route in the route table is served by `{function}`").into());
+    }
+    let ctx = Arc::new(ctx);
+    let routes: Arc<[&'static routes::Route]> = routes.into();
+    lambda_http::run(lambda_http::service_fn(move |req| {
+        let (ctx, routes) = (ctx.clone(), routes.clone());
+        async move { Ok::<_, std::convert::Infallible>(crate::http::dispatch(&ctx, &routes, req).await) }
+    }))
+    .await
+}
+
+/// Turns an SQS event into the batch handler's messages.
+pub fn messages_of(event: &SqsEvent) -> Vec<JobMessage> {
+    event
+        .records
+        .iter()
+        .map(|record| JobMessage {
+            id: record.message_id.clone().unwrap_or_default(),
+            body: record.body.clone().unwrap_or_default(),
+            receive_count: record
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1),
+        })
+        .collect()
+}
+
+/// Handles one SQS event: the response names only the messages that failed.
+pub async fn handle_sqs(
+    ctx: &AppContext,
+    worker: &dyn Worker,
+    event: SqsEvent,
+) -> SqsBatchResponse {
+    let outcome = process_batch(ctx, worker, &messages_of(&event)).await;
+    let mut response = SqsBatchResponse::default();
+    response.set_failures(outcome.failed);
+    response
+}
+
+/// Consumes SQS batches with `worker` until the sandbox ends.
+pub async fn serve_sqs(ctx: AppContext, worker: Arc<dyn Worker>) -> Result<(), Error> {
+    let ctx = Arc::new(ctx);
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: LambdaEvent<SqsEvent>| {
+            let (ctx, worker) = (ctx.clone(), worker.clone());
+            async move { Ok::<_, Error>(handle_sqs(&ctx, worker.as_ref(), event.payload).await) }
+        },
+    ))
+    .await
+}

@@ -1,0 +1,148 @@
+//! Test harness: temporary data directories, the in-process local server, and moto's
+//! server (started once per test run on a free loopback port, stopped when the run ends).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use storefront::clock::{Clock, SystemClock};
+use storefront::config::RateLimits;
+use storefront::context::{AppContext, Embedded};
+use storefront_local::{Options, Server};
+
+/// A fresh, empty directory removed when dropped.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("storefront-test-")
+        .tempdir()
+        .expect("temp dir")
+}
+
+/// The embedded adapters over a fresh directory (kept alive by the returned guard).
+pub fn embedded(clock: Arc<dyn Clock>) -> (Embedded, tempfile::TempDir) {
+    let dir = temp_dir();
+    let embedded = AppContext::embedded(
+        dir.path(),
+        "http://127.0.0.1:9",
+        RateLimits::default(),
+        clock,
+    )
+    .expect("embedded adapters open");
+    (embedded, dir)
+}
+
+pub fn system_clock() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
+}
+
+/// A unique name for a table, queue or bucket, so tests sharing moto never collide.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
+/// The local server on a free port over a fresh data directory.
+pub struct LocalServer {
+    pub server: Server,
+    pub client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalServer {
+    pub async fn start() -> Self {
+        let dir = temp_dir();
+        let server = Server::start(Options {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            data_dir: dir.path().to_owned(),
+        })
+        .await
+        .expect("local server starts");
+        Self {
+            server,
+            client: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.url())
+    }
+}
+
+/// moto's server for this test run.
+pub struct Moto {
+    pub endpoint: String,
+    _process: Child,
+}
+
+/// Where the test setup installed moto (see .ci/test), or `moto_server` on the PATH.
+fn moto_command() -> PathBuf {
+    if let Some(path) = std::env::var_os("STOREFRONT_MOTO_SERVER") {
+        return PathBuf::from(path);
+    }
+    let venv = std::env::var_os("HOME")
+        .map(|home| PathBuf::from(home).join(".cache/storefront/venv/bin/moto_server"));
+    match venv {
+        Some(path) if path.exists() => path,
+        _ => PathBuf::from("moto_server"),
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Starts moto once for the whole run. A watcher shell stops it when this process exits,
+/// so no server outlives the tests.
+pub fn moto() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(|| {
+        let port = free_port();
+        let script = format!(
+            "\"$0\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; trap 'kill $m 2>/dev/null' EXIT; \
+             while kill -0 {parent} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 0.5; done",
+            parent = std::process::id()
+        );
+        let command = moto_command();
+        let process = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg(&command)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start moto ({}): {e}; run .ci/test, which installs it", command.display()));
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto did not start on port {port} within 60 s ({})", command.display());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto { endpoint, _process: process }
+    })
+}
+
+/// An SDK configuration pointed at moto, never at a real AWS account.
+pub async fn moto_sdk() -> aws_config::SdkConfig {
+    let moto = moto();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "moto",
+        ))
+        .endpoint_url(&moto.endpoint)
+        .load()
+        .await
+}
+
+/// An S3 client for moto (path-style addressing, as moto's single host needs).
+pub async fn moto_s3() -> aws_sdk_s3::Client {
+    let sdk = moto_sdk().await;
+    let config = aws_sdk_s3::config::Builder::from(&sdk)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
