@@ -1,1 +1,87 @@
-//! (being written)
+//! Every sample event in events/ (the files `sam local invoke -e` and
+//! `cargo lambda invoke --data-file` take) replayed through its function's handler.
+//!
+//! A file is named `<function>.json` or `<function>.<case>.json`; its expected answer is
+//! listed below, and a file without one fails the test, so no event goes unchecked.
+
+use std::path::PathBuf;
+
+use aws_lambda_events::sqs::SqsEvent;
+use storefront::jobs::worker::Dispatcher;
+use storefront::routes;
+
+use crate::helpers;
+
+enum Expect {
+    /// An HTTP function's status code.
+    Status(u16),
+    /// A worker's failed message ids, in order.
+    Failures(&'static [&'static str]),
+}
+
+fn expected(file: &str) -> Option<Expect> {
+    Some(match file {
+        "health.json" => Expect::Status(200),
+        "worker.json" => Expect::Failures(&["2e1424d4-f796-459a-8184-9c92662be6da"]),
+        _ => return None,
+    })
+}
+
+#[tokio::test]
+async fn every_sample_event_gets_its_expected_answer_from_its_handler() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("events/")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "events/ is empty");
+    for path in files {
+        let file = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let function = file.split('.').next().expect("function").to_owned();
+        let text = std::fs::read_to_string(&path).expect("read event");
+        let (embedded, _guard) = helpers::embedded(helpers::system_clock());
+        let ctx = &embedded.ctx;
+        match expected(&file)
+            .unwrap_or_else(|| panic!("events/{file} has no expected answer in events_replay.rs"))
+        {
+            Expect::Status(status) => {
+                let routes = routes::of_function(&function);
+                assert!(
+                    !routes.is_empty(),
+                    "events/{file}: no route is served by `{function}`"
+                );
+                let req = lambda_http::request::from_str(&text)
+                    .unwrap_or_else(|e| panic!("events/{file}: {e}"));
+                let response = storefront::http::dispatch(ctx, &routes, req).await;
+                assert_eq!(
+                    response.status().as_u16(),
+                    status,
+                    "events/{file}: {:?}",
+                    response.body()
+                );
+                let request_id = response.headers()["x-request-id"].to_str().expect("ascii");
+                let event: serde_json::Value = serde_json::from_str(&text).expect("json");
+                assert_eq!(
+                    request_id, event["requestContext"]["requestId"],
+                    "events/{file}: API Gateway's request id is kept"
+                );
+            }
+            Expect::Failures(ids) => {
+                let event: SqsEvent =
+                    serde_json::from_str(&text).unwrap_or_else(|e| panic!("events/{file}: {e}"));
+                let response = storefront::lambda::handle_sqs(ctx, &Dispatcher, event).await;
+                let failed: Vec<&str> = response
+                    .batch_item_failures
+                    .iter()
+                    .map(|f| f.item_identifier.as_str())
+                    .collect();
+                assert_eq!(failed, ids, "events/{file}");
+            }
+        }
+    }
+}

@@ -1,1 +1,426 @@
-//! (being written)
+//! The HTTP edge, over HTTP against the local server and through `dispatch` directly:
+//! request ids, problem documents, 404/405/413/415, panics, and presigned blob URLs.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::Method;
+use serde::Deserialize;
+use storefront::context::AppContext;
+use storefront::http::{dispatch, json, parse_json, HandlerResult, Request};
+use storefront::routes::Route;
+use storefront::store::{Condition, Item, Key, Page, Query, StoreError, Table, TxOp, UpdateOp};
+
+use crate::helpers::{self, LocalServer};
+
+async fn problem(response: reqwest::Response, status: u16, slug: &str) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let body: serde_json::Value = response.json().await.expect("problem json");
+    assert_eq!(
+        body["type"],
+        format!("https://storefront.dev/problems/{slug}")
+    );
+    assert_eq!(body["status"], status);
+    assert_eq!(
+        body["request_id"], request_id,
+        "the problem names the response's request id"
+    );
+    body
+}
+
+#[tokio::test]
+async fn health_is_ok_with_its_version_uptime_and_table_check() {
+    let local = LocalServer::start().await;
+    let response = local.client.get(local.url("/health")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .starts_with("req_"));
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(body["checks"]["table"], "ok");
+    assert!(body["uptime_s"].as_i64().unwrap() >= 0);
+    local.server.stop().await;
+}
+
+#[tokio::test]
+async fn every_response_gets_its_own_request_id() {
+    let local = LocalServer::start().await;
+    let ids: std::collections::HashSet<String> = futures_ids(&local).await;
+    assert_eq!(ids.len(), 5);
+    local.server.stop().await;
+}
+
+async fn futures_ids(local: &LocalServer) -> std::collections::HashSet<String> {
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..5 {
+        let response = local.client.get(local.url("/health")).send().await.unwrap();
+        ids.insert(
+            response.headers()["x-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    ids
+}
+
+#[tokio::test]
+async fn an_unknown_path_is_a_404_problem() {
+    let local = LocalServer::start().await;
+    let response = local
+        .client
+        .get(local.url("/v1/nowhere"))
+        .send()
+        .await
+        .unwrap();
+    problem(response, 404, "not-found").await;
+    local.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_a_405_problem_that_lists_the_allowed_ones() {
+    let local = LocalServer::start().await;
+    let response = local
+        .client
+        .delete(local.url("/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["allow"], "GET");
+    problem(response, 405, "method-not-allowed").await;
+    local.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_over_256_kib_is_a_413_problem() {
+    let local = LocalServer::start().await;
+    let big = vec![b'x'; 256 * 1024 + 1];
+    let response = local
+        .client
+        .post(local.url("/health"))
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    problem(response, 413, "payload-too-large").await;
+    let just_under = vec![b'x'; 256 * 1024];
+    let response = local
+        .client
+        .post(local.url("/health"))
+        .body(just_under)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        405,
+        "a body at the limit reaches routing"
+    );
+    local.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_presigned_upload_lands_only_with_the_signed_type_and_length() {
+    let local = LocalServer::start().await;
+    let blobs = &local.server.embedded().ctx.blobs;
+    let ttl = std::time::Duration::from_secs(300);
+    let put = blobs
+        .presign_put("uploads/t1/img1", "image/png", 4, ttl)
+        .await
+        .unwrap();
+    assert!(put.url.starts_with(local.server.url()));
+
+    let wrong_type = local
+        .client
+        .put(&put.url)
+        .header("content-type", "image/jpeg")
+        .body("abcd")
+        .send()
+        .await
+        .unwrap();
+    problem(wrong_type, 403, "forbidden").await;
+    let wrong_length = local
+        .client
+        .put(&put.url)
+        .header("content-type", "image/png")
+        .body("abcde")
+        .send()
+        .await
+        .unwrap();
+    problem(wrong_length, 403, "forbidden").await;
+    let tampered = put.url.replace("X-Signature=", "X-Signature=A");
+    let bad_signature = local
+        .client
+        .put(&tampered)
+        .header("content-type", "image/png")
+        .body("abcd")
+        .send()
+        .await
+        .unwrap();
+    problem(bad_signature, 403, "forbidden").await;
+    assert_eq!(
+        blobs.head("uploads/t1/img1").await.unwrap(),
+        None,
+        "nothing stored by refused uploads"
+    );
+
+    let ok = local
+        .client
+        .put(&put.url)
+        .header("content-type", "image/png")
+        .body("abcd")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let get = blobs.presign_get("uploads/t1/img1", ttl).await.unwrap();
+    let download = local.client.get(&get.url).send().await.unwrap();
+    assert_eq!(download.status(), 200);
+    assert_eq!(download.headers()["content-type"], "image/png");
+    assert_eq!(download.bytes().await.unwrap().as_ref(), b"abcd");
+    let unsigned = local
+        .client
+        .get(local.url("/_blobs/uploads/t1/img1"))
+        .send()
+        .await
+        .unwrap();
+    problem(unsigned, 403, "forbidden").await;
+    local.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_delete_blob_job_sent_to_the_local_queue_is_run_by_the_worker() {
+    let local = LocalServer::start().await;
+    let ctx = &local.server.embedded().ctx;
+    ctx.blobs
+        .put(
+            "uploads/t1/old",
+            bytes::Bytes::from_static(b"x"),
+            "image/png",
+        )
+        .await
+        .unwrap();
+    let job = storefront::jobs::worker::Job::DeleteBlob {
+        key: "uploads/t1/old".into(),
+    };
+    ctx.queue
+        .send(storefront::queue::Outgoing::new(job.to_body().unwrap()))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ctx.blobs.head("uploads/t1/old").await.unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker did not run the job within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    local.server.stop().await;
+}
+
+// ---- through dispatch, with routes made for the test ----------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Greeting {
+    name: String,
+    times: u8,
+}
+
+async fn greet(req: Request, _ctx: &AppContext) -> HandlerResult {
+    let greeting: Greeting = parse_json(&req)?;
+    json(
+        http::StatusCode::OK,
+        &serde_json::json!({ "hello": greeting.name }),
+    )
+}
+
+async fn explode(_req: Request, _ctx: &AppContext) -> HandlerResult {
+    panic!("the handler hit a bug")
+}
+
+fn test_routes() -> Vec<Route> {
+    vec![
+        Route {
+            method: Method::POST,
+            path: "/greet",
+            function: "test",
+            handler: |r, c| Box::pin(greet(r, c)),
+        },
+        Route {
+            method: Method::GET,
+            path: "/explode",
+            function: "test",
+            handler: |r, c| Box::pin(explode(r, c)),
+        },
+    ]
+}
+
+fn request(method: &str, path: &str, content_type: Option<&str>, body: &str) -> Request {
+    let mut builder = http::Request::builder().method(method).uri(path);
+    if let Some(ct) = content_type {
+        builder = builder.header("content-type", ct);
+    }
+    builder
+        .body(lambda_http::Body::from(body.to_owned()))
+        .unwrap()
+}
+
+fn body(response: &storefront::http::Response) -> serde_json::Value {
+    serde_json::from_slice(response.body().as_ref()).unwrap()
+}
+
+#[tokio::test]
+async fn malformed_json_unknown_fields_and_wrong_types_are_400_problems_naming_the_field() {
+    let (embedded, _dir) = helpers::embedded(helpers::system_clock());
+    let routes = test_routes();
+    let cases = [
+        (r#"{"name": "Ada", "times": 2"#, None),
+        (
+            r#"{"name": "Ada", "times": 2, "admin": true}"#,
+            Some("admin"),
+        ),
+        (r#"{"name": "Ada", "times": "two"}"#, Some("times")),
+        (r#"{"name": "Ada"}"#, Some("")),
+        (r#"{"name": "Ada", "times": 2} trailing"#, None),
+    ];
+    for (text, field) in cases {
+        let response = dispatch(
+            &embedded.ctx,
+            &routes,
+            request("POST", "/greet", Some("application/json"), text),
+        )
+        .await;
+        assert_eq!(response.status(), 400, "{text}");
+        let problem = body(&response);
+        assert_eq!(
+            problem["type"], "https://storefront.dev/problems/bad-request",
+            "{text}"
+        );
+        if let Some(field) = field {
+            let detail = problem.to_string();
+            assert!(detail.contains(field), "{text}: {problem}");
+        }
+    }
+    let ok = dispatch(
+        &embedded.ctx,
+        &routes,
+        request(
+            "POST",
+            "/greet",
+            Some("application/json; charset=utf-8"),
+            r#"{"name":"Ada","times":2}"#,
+        ),
+    )
+    .await;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(body(&ok)["hello"], "Ada");
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_a_415_problem() {
+    let (embedded, _dir) = helpers::embedded(helpers::system_clock());
+    let response = dispatch(
+        &embedded.ctx,
+        &test_routes(),
+        request("POST", "/greet", Some("text/plain"), "name=Ada"),
+    )
+    .await;
+    assert_eq!(response.status(), 415);
+    let missing = dispatch(
+        &embedded.ctx,
+        &test_routes(),
+        request("POST", "/greet", None, "{}"),
+    )
+    .await;
+    assert_eq!(missing.status(), 415);
+}
+
+#[tokio::test]
+async fn a_panicking_handler_becomes_a_500_problem_and_the_process_keeps_serving() {
+    let (embedded, _dir) = helpers::embedded(helpers::system_clock());
+    let routes = test_routes();
+    let response = dispatch(&embedded.ctx, &routes, request("GET", "/explode", None, "")).await;
+    assert_eq!(response.status(), 500);
+    let problem = body(&response);
+    assert_eq!(problem["type"], "https://storefront.dev/problems/internal");
+    assert!(
+        !problem.to_string().contains("the handler hit a bug"),
+        "the cause stays in the logs"
+    );
+    assert_eq!(
+        problem["request_id"],
+        response.headers()["x-request-id"].to_str().unwrap()
+    );
+    let after = dispatch(
+        &embedded.ctx,
+        &routes,
+        request(
+            "POST",
+            "/greet",
+            Some("application/json"),
+            r#"{"name":"Ada","times":1}"#,
+        ),
+    )
+    .await;
+    assert_eq!(after.status(), 200);
+}
+
+/// A table whose every call fails, as an unreachable DynamoDB would.
+struct Unreachable;
+
+#[async_trait]
+impl Table for Unreachable {
+    async fn get(&self, _: &Key) -> Result<Option<Item>, StoreError> {
+        Err(StoreError::Backend(anyhow::anyhow!("connection refused")))
+    }
+    async fn put(&self, _: Item, _: Option<Condition>) -> Result<(), StoreError> {
+        Err(StoreError::Backend(anyhow::anyhow!("connection refused")))
+    }
+    async fn update(
+        &self,
+        _: &Key,
+        _: Vec<UpdateOp>,
+        _: Option<Condition>,
+    ) -> Result<Item, StoreError> {
+        Err(StoreError::Backend(anyhow::anyhow!("connection refused")))
+    }
+    async fn delete(&self, _: &Key, _: Option<Condition>) -> Result<Option<Item>, StoreError> {
+        Err(StoreError::Backend(anyhow::anyhow!("connection refused")))
+    }
+    async fn query(&self, _: Query) -> Result<Page, StoreError> {
+        Err(StoreError::Backend(anyhow::anyhow!("connection refused")))
+    }
+    async fn transact(&self, _: Vec<TxOp>) -> Result<(), StoreError> {
+        Err(StoreError::Backend(anyhow::anyhow!("connection refused")))
+    }
+}
+
+#[tokio::test]
+async fn health_is_503_degraded_when_the_table_cannot_be_read() {
+    let (embedded, _dir) = helpers::embedded(helpers::system_clock());
+    let mut ctx = embedded.ctx.clone();
+    ctx.table = Arc::new(Unreachable);
+    let response = dispatch(
+        &ctx,
+        storefront::routes::ROUTES,
+        request("GET", "/health", None, ""),
+    )
+    .await;
+    assert_eq!(response.status(), 503);
+    let health = body(&response);
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["checks"]["table"], "error");
+}

@@ -1,1 +1,239 @@
-//! (being written)
+//! The `storefront-local` binary as a user runs it: it prints its URL when ready, refuses a
+//! locked or corrupt data directory with a message (not a panic), stops cleanly on SIGTERM,
+//! and an acknowledged write survives `kill -9`.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use storefront::clock::SystemClock;
+use storefront::store::embedded::EmbeddedTable;
+use storefront::store::{Item, Key, Table};
+
+use crate::helpers;
+
+/// The binary next to this test's own build (.ci/test builds it first).
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join("storefront-local");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p storefront-local` (.ci/test does)",
+        path.display()
+    );
+    path
+}
+
+fn spawn(data_dir: &Path) -> Child {
+    Command::new(binary())
+        .args(["--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn storefront-local")
+}
+
+/// Reads stdout until the ready line and returns the URL it names.
+fn wait_ready(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("Storefront is listening on ") {
+                let _ = tx.send(url.to_owned());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("the server printed its URL within 20 s")
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the process did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut text = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut err, &mut text);
+    }
+    text
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+#[test]
+fn it_prints_its_url_when_ready_and_stops_cleanly_on_sigterm() {
+    let dir = helpers::temp_dir();
+    let mut child = spawn(dir.path());
+    let url = wait_ready(&mut child);
+    let health = std::net::TcpStream::connect(url.trim_start_matches("http://")).is_ok();
+    assert!(health, "{url} accepts connections");
+    signal(&child, "TERM");
+    let status = wait_exit(&mut child, Duration::from_secs(15));
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        dir.path().join("table.redb").exists(),
+        "the data directory was used"
+    );
+    assert!(
+        dir.path().join("keys/blob-signing.key").exists(),
+        "keys made on first start"
+    );
+}
+
+#[test]
+fn a_second_instance_on_the_same_data_directory_is_refused_with_a_message() {
+    let dir = helpers::temp_dir();
+    let mut first = spawn(dir.path());
+    wait_ready(&mut first);
+    let mut second = spawn(dir.path());
+    let status = wait_exit(&mut second, Duration::from_secs(15));
+    let message = stderr_of(&mut second);
+    signal(&first, "TERM");
+    wait_exit(&mut first, Duration::from_secs(15));
+    assert!(!status.success());
+    assert!(
+        message.contains("in use by another running instance"),
+        "{message}"
+    );
+    assert!(!message.contains("panicked"), "{message}");
+}
+
+#[test]
+fn a_corrupt_data_file_is_refused_with_a_message() {
+    let dir = helpers::temp_dir();
+    std::fs::write(
+        dir.path().join("table.redb"),
+        b"this is not a database, just some bytes",
+    )
+    .unwrap();
+    let mut child = spawn(dir.path());
+    let status = wait_exit(&mut child, Duration::from_secs(15));
+    let message = stderr_of(&mut child);
+    assert!(!status.success());
+    assert!(
+        message.contains("cannot start") && message.contains("table.redb"),
+        "{message}"
+    );
+    assert!(!message.contains("panicked"), "{message}");
+}
+
+#[test]
+fn keys_and_data_survive_a_restart() {
+    let dir = helpers::temp_dir();
+    let mut child = spawn(dir.path());
+    wait_ready(&mut child);
+    let key = std::fs::read(dir.path().join("keys/blob-signing.key")).unwrap();
+    signal(&child, "TERM");
+    wait_exit(&mut child, Duration::from_secs(15));
+    {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let table =
+            EmbeddedTable::open(&dir.path().join("table.redb"), Arc::new(SystemClock)).unwrap();
+        rt.block_on(table.put(Item::new(&Key::new("KEEP", "ME")), None))
+            .unwrap();
+    }
+    let mut again = spawn(dir.path());
+    wait_ready(&mut again);
+    signal(&again, "TERM");
+    assert!(wait_exit(&mut again, Duration::from_secs(15)).success());
+    assert_eq!(
+        std::fs::read(dir.path().join("keys/blob-signing.key")).unwrap(),
+        key,
+        "the key is not remade"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let table = EmbeddedTable::open(&dir.path().join("table.redb"), Arc::new(SystemClock)).unwrap();
+    assert!(rt
+        .block_on(table.get(&Key::new("KEEP", "ME")))
+        .unwrap()
+        .is_some());
+}
+
+/// The crash test's writer: run in a child copy of this test binary (see below).
+#[test]
+fn crash_writer() {
+    let Some(dir) = std::env::var_os("STOREFRONT_CRASH_DIR") else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let table = EmbeddedTable::open(
+        &PathBuf::from(dir).join("table.redb"),
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    for i in 0.. {
+        rt.block_on(table.put(Item::new(&Key::new("CRASH", format!("{i:08}"))), None))
+            .unwrap();
+        println!("acked {i}");
+    }
+}
+
+#[test]
+fn every_acknowledged_write_survives_kill_9() {
+    let dir = helpers::temp_dir();
+    let mut writer = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "local_process::crash_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("STOREFRONT_CRASH_DIR", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = writer.stdout.take().unwrap();
+    let mut last_acked = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if let Some(n) = line.strip_prefix("acked ") {
+            last_acked = Some(n.parse::<u64>().unwrap());
+        }
+        if last_acked >= Some(50) || Instant::now() > deadline {
+            break;
+        }
+    }
+    signal(&writer, "KILL");
+    let _ = writer.wait();
+    let acked = last_acked.expect("the writer acknowledged writes");
+    assert!(
+        acked >= 50,
+        "the writer acknowledged only {acked} writes in 20 s"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let table = EmbeddedTable::open(&dir.path().join("table.redb"), Arc::new(SystemClock)).unwrap();
+    for i in 0..=acked {
+        let found = rt
+            .block_on(table.get(&Key::new("CRASH", format!("{i:08}"))))
+            .unwrap();
+        assert!(
+            found.is_some(),
+            "acknowledged write {i} of {acked} was lost"
+        );
+    }
+}

@@ -8,6 +8,7 @@ mod helpers;
 mod blobs_conformance;
 mod events_replay;
 mod http_edge;
+mod jobs_batch;
 mod local_process;
 mod queue_conformance;
 mod routes_agree;

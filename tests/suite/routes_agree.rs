@@ -1,1 +1,194 @@
-//! (being written)
+//! The route table is the one source of truth: template.yaml, openapi.yaml, the functions/
+//! directory and the local router must list exactly its routes.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use serde_norway::Value;
+use storefront::routes::{self, ROUTES};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn yaml(file: &str) -> Value {
+    let text = std::fs::read_to_string(repo().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+type RouteSet = BTreeSet<(String, String, String)>;
+
+fn table_routes() -> RouteSet {
+    ROUTES
+        .iter()
+        .map(|r| {
+            (
+                r.method.to_string(),
+                r.path.to_owned(),
+                r.function.to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Every function resource of template.yaml: (logical id, crate name under functions/, properties).
+fn template_functions() -> Vec<(String, String, Value)> {
+    let template = yaml("template.yaml");
+    let resources = template["Resources"]
+        .as_mapping()
+        .expect("Resources")
+        .clone();
+    resources
+        .into_iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+        .map(|(id, r)| {
+            let code = r["Properties"]["CodeUri"]
+                .as_str()
+                .expect("CodeUri")
+                .to_owned();
+            let name = code
+                .strip_prefix("functions/")
+                .unwrap_or_else(|| panic!("{code} is not under functions/"))
+                .to_owned();
+            (
+                id.as_str().unwrap_or_default().to_owned(),
+                name,
+                r["Properties"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn template_routes() -> RouteSet {
+    let mut routes = RouteSet::new();
+    for (_, function, properties) in template_functions() {
+        let Some(events) = properties["Events"].as_mapping() else {
+            continue;
+        };
+        for (_, event) in events {
+            if event["Type"] == "HttpApi" {
+                let p = &event["Properties"];
+                routes.insert((
+                    p["Method"].as_str().expect("Method").to_uppercase(),
+                    p["Path"].as_str().expect("Path").to_owned(),
+                    function.clone(),
+                ));
+            }
+        }
+    }
+    routes
+}
+
+#[test]
+fn template_yaml_routes_each_route_to_its_function() {
+    assert_eq!(template_routes(), table_routes());
+}
+
+#[test]
+fn openapi_yaml_documents_every_route_and_no_other() {
+    let spec = yaml("openapi.yaml");
+    let mut documented = BTreeSet::new();
+    for (path, item) in spec["paths"].as_mapping().expect("paths") {
+        for (method, _) in item.as_mapping().expect("path item") {
+            let method = method.as_str().unwrap_or_default().to_uppercase();
+            if ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
+                documented.insert((method, path.as_str().unwrap_or_default().to_owned()));
+            }
+        }
+    }
+    let table: BTreeSet<_> = table_routes().into_iter().map(|(m, p, _)| (m, p)).collect();
+    assert_eq!(documented, table);
+}
+
+#[test]
+fn every_function_crate_is_in_the_template_and_every_template_function_has_a_crate() {
+    let crates: BTreeSet<String> = std::fs::read_dir(repo().join("functions"))
+        .expect("functions/")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    let deployed: BTreeSet<String> = template_functions()
+        .into_iter()
+        .map(|(_, name, _)| name)
+        .collect();
+    assert_eq!(crates, deployed);
+    for route in ROUTES {
+        assert!(
+            crates.contains(route.function),
+            "{route:?} names a function with no crate"
+        );
+    }
+}
+
+#[test]
+fn every_function_is_built_by_cargo_lambda_for_arm64() {
+    let template = yaml("template.yaml");
+    assert_eq!(template["Globals"]["Function"]["Architectures"][0], "arm64");
+    assert_eq!(
+        template["Globals"]["Function"]["Runtime"],
+        "provided.al2023"
+    );
+    for (id, _, _) in template_functions() {
+        let resource = &template["Resources"][id.as_str()];
+        assert_eq!(
+            resource["Metadata"]["BuildMethod"], "rust-cargolambda",
+            "{id}"
+        );
+    }
+}
+
+/// Collects the actions of every `Effect: Allow` statement anywhere in the document.
+fn allowed_actions(value: &Value, into: &mut Vec<String>) {
+    match value {
+        Value::Mapping(map) => {
+            if map.get("Effect").and_then(Value::as_str) == Some("Allow") {
+                match map.get("Action") {
+                    Some(Value::String(a)) => into.push(a.clone()),
+                    Some(Value::Sequence(all)) => {
+                        into.extend(all.iter().filter_map(Value::as_str).map(str::to_owned))
+                    }
+                    _ => {}
+                }
+            }
+            map.values().for_each(|v| allowed_actions(v, into));
+        }
+        Value::Sequence(all) => all.iter().for_each(|v| allowed_actions(v, into)),
+        Value::Tagged(tagged) => allowed_actions(&tagged.value, into),
+        _ => {}
+    }
+}
+
+#[test]
+fn no_function_is_granted_a_wildcard_action_or_a_broad_managed_policy() {
+    let text = std::fs::read_to_string(repo().join("template.yaml")).expect("template");
+    for broad in [
+        "DynamoDBCrudPolicy",
+        "DynamoDBReadPolicy",
+        "DynamoDBWritePolicy",
+        "S3CrudPolicy",
+        "S3ReadPolicy",
+        "SQSPollerPolicy",
+    ] {
+        assert!(!text.contains(broad), "template.yaml uses {broad}");
+    }
+    let mut actions = Vec::new();
+    allowed_actions(&yaml("template.yaml"), &mut actions);
+    assert!(
+        !actions.is_empty(),
+        "no Allow statement found: the walk is broken"
+    );
+    for action in actions {
+        assert!(!action.contains('*'), "an Allow statement grants {action}");
+    }
+}
+
+#[test]
+fn the_local_router_resolves_every_route_to_its_own_handler() {
+    for route in ROUTES {
+        let concrete = route.path.replace('{', "x").replace('}', "");
+        let (found, _) = routes::find(ROUTES, &route.method, &concrete).expect("route resolves");
+        assert_eq!(
+            (found.method.clone(), found.path),
+            (route.method.clone(), route.path)
+        );
+    }
+}

@@ -19,6 +19,10 @@ use super::{
 };
 use crate::clock::Clock;
 
+/// One entry of a redb range read.
+type RangeEntry<'a, K, V> =
+    Result<(redb::AccessGuard<'a, K>, redb::AccessGuard<'a, V>), redb::StorageError>;
+
 /// `(pk, sk)` → the item as JSON.
 const ITEMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("items");
 /// `(gsi1pk, gsi1sk, pk, sk)` → nothing: the secondary index.
@@ -342,10 +346,7 @@ fn query_primary(db: &Database, query: &Query, now: i64) -> Result<Page, StoreEr
     let range = items
         .range::<(&str, &str)>((lower, upper))
         .map_err(backend)?;
-    let decode_entry = |entry: Result<
-        (redb::AccessGuard<(&str, &str)>, redb::AccessGuard<&[u8]>),
-        redb::StorageError,
-    >| {
+    let decode_entry = |entry: RangeEntry<(&str, &str), &[u8]>| {
         let (k, v) = entry.map_err(backend)?;
         Ok((k.value().1.to_owned(), decode(v.value())?))
     };
@@ -389,13 +390,7 @@ fn query_gsi1(db: &Database, query: &Query, now: i64) -> Result<Page, StoreError
     let range = index
         .range::<(&str, &str, &str, &str)>((lower, upper))
         .map_err(backend)?;
-    let load = |entry: Result<
-        (
-            redb::AccessGuard<(&str, &str, &str, &str)>,
-            redb::AccessGuard<()>,
-        ),
-        redb::StorageError,
-    >| {
+    let load = |entry: RangeEntry<(&str, &str, &str, &str), ()>| {
         let (k, _) = entry.map_err(backend)?;
         let (_, gsk, pk, sk) = k.value();
         let bytes = items.get((pk, sk)).map_err(backend)?.ok_or_else(|| {
