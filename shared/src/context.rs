@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::auth::tokens::KeyRing;
 use crate::blobs::embedded::EmbeddedBlobs;
 use crate::blobs::s3::S3Blobs;
 use crate::blobs::{Blob, BlobError, BlobMeta, Blobs, Presigned};
@@ -40,6 +41,8 @@ pub struct AppContext {
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdGenerator>,
     pub limits: RateLimits,
+    /// The keys that verify access tokens (and sign them, in functions that issue them).
+    pub keys: Arc<KeyRing>,
     pub started_at: DateTime<Utc>,
 }
 
@@ -58,7 +61,9 @@ impl AppContext {
     pub async fn from_env() -> anyhow::Result<Self> {
         let config = AwsConfig::from_env()?;
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Ok(Self::aws(&sdk, &config, Arc::new(SystemClock)))
+        let mut ctx = Self::aws(&sdk, &config, Arc::new(SystemClock));
+        ctx.keys = Arc::new(crate::auth::keys::load_aws(&sdk).await?);
+        Ok(ctx)
     }
 
     /// AWS adapters over clients built from `sdk` (tests point it at moto).
@@ -84,6 +89,7 @@ impl AppContext {
             started_at: clock.now(),
             clock,
             limits: config.limits,
+            keys: Arc::new(KeyRing::empty()),
         }
     }
 
@@ -121,7 +127,9 @@ impl AppContext {
             .map_err(EmbeddedError::Other)?;
         let blobs = EmbeddedBlobs::open(&data_dir.join("blobs"), public_url, key, clock.clone())
             .map_err(EmbeddedError::Other)?;
+        let keys = crate::auth::keys::load_local(data_dir).map_err(EmbeddedError::Other)?;
         let ctx = Self {
+            keys: Arc::new(keys),
             table: Arc::new(table),
             queue: Arc::new(jobs.clone()),
             blobs: Arc::new(blobs.clone()),
@@ -173,8 +181,9 @@ pub fn load_or_create_key(path: &Path) -> anyhow::Result<SigningKey> {
     Ok(key)
 }
 
+/// Writes a new file readable by its owner only (keys).
 #[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = std::fs::OpenOptions::new()
@@ -187,7 +196,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 #[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(path, bytes)
 }
 

@@ -3,12 +3,16 @@
 //! Where things live, from the bottom up (every import points down this list):
 //!
 //! - [`clock`], [`ids`], [`crypto`]: time, identifiers and the few primitives everything uses.
+//! - [`domain`]: types that can only be built valid (`Email`, `Password`, `Role`, …); no I/O.
 //! - [`store`], [`queue`], [`blobs`]: the ports (traits) and their adapters, one file each:
 //!   `embedded.rs` for the local server and tests, `dynamo.rs`/`sqs.rs`/`s3.rs` for AWS.
 //! - [`config`] and [`context`]: typed configuration read once at start, and the
 //!   [`context::AppContext`] every handler receives (the composition root).
 //! - [`http`]: the edge shared by Lambda and the local server: errors as RFC 9457 problems,
 //!   request ids, body limits, JSON parsing, and [`http::dispatch`].
+//! - [`repo`]: one file per aggregate: its keys, items and transactions over the `Table`
+//!   port, plus the shared rate limiter.
+//! - [`auth`]: passwords, signed tokens, API keys, and the `Caller` every handler asks for.
 //! - [`handlers`]: one file per resource, each an `async fn(Request, &AppContext)`.
 //! - [`routes`]: the one route table; the local router, `template.yaml` and `openapi.yaml`
 //!   are checked against it.
@@ -17,17 +21,20 @@
 //!
 //! A newcomer starts at [`routes`], follows a route to its handler, and from there down.
 
+pub mod auth;
 pub mod blobs;
 pub mod clock;
 pub mod config;
 pub mod context;
 pub mod crypto;
+pub mod domain;
 pub mod handlers;
 pub mod http;
 pub mod ids;
 pub mod jobs;
 pub mod lambda;
 pub mod queue;
+pub mod repo;
 pub mod routes;
 pub mod store;
 pub mod telemetry;

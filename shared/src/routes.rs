@@ -40,7 +40,24 @@ macro_rules! route {
 }
 
 /// Every route of the API.
-pub static ROUTES: &[Route] = &[route!(GET "/health" => "health", handlers::health::get)];
+pub static ROUTES: &[Route] = &[
+    route!(GET "/health" => "health", handlers::health::get),
+    route!(GET "/.well-known/jwks.json" => "jwks", handlers::jwks::get),
+    route!(POST "/v1/tenants" => "tenants-create", handlers::tenants::create),
+    route!(POST "/v1/auth/signup" => "auth-signup", handlers::auth::signup),
+    route!(POST "/v1/auth/login" => "auth-login", handlers::auth::login),
+    route!(POST "/v1/auth/refresh" => "auth-refresh", handlers::auth::refresh),
+    route!(POST "/v1/auth/logout" => "auth-logout", handlers::auth::logout),
+    route!(GET "/v1/me" => "me", handlers::me::get),
+    route!(GET "/v1/sessions" => "sessions-list", handlers::sessions::list),
+    route!(DELETE "/v1/sessions/{id}" => "sessions-revoke", handlers::sessions::revoke),
+    route!(POST "/v1/members" => "members-create", handlers::members::create),
+    route!(GET "/v1/members" => "members-list", handlers::members::list),
+    route!(PATCH "/v1/members/{id}" => "members-update", handlers::members::update),
+    route!(POST "/v1/api-keys" => "api-keys-create", handlers::api_keys::create),
+    route!(GET "/v1/api-keys" => "api-keys-list", handlers::api_keys::list),
+    route!(DELETE "/v1/api-keys/{id}" => "api-keys-revoke", handlers::api_keys::revoke),
+];
 
 /// The routes one Lambda function serves.
 pub fn of_function(function: &str) -> Vec<&'static Route> {

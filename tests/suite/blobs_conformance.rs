@@ -60,20 +60,7 @@ pub async fn s3() -> Fixture {
     }
 }
 
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod embedded {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case(super::embedded().await).await })*
-        }
-        mod s3 {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case(super::s3().await).await })*
-        }
-    };
-}
-
-conformance!(
+conformance!(embedded, s3;
     an_object_reads_back_with_its_bytes_and_content_type,
     head_gives_the_type_and_length_and_none_for_a_missing_key,
     a_missing_object_reads_as_none,

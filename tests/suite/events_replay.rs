@@ -21,7 +21,21 @@ enum Expect {
 
 fn expected(file: &str) -> Option<Expect> {
     Some(match file {
-        "health.json" => Expect::Status(200),
+        "health.json" | "jwks.json" => Expect::Status(200),
+        "tenants-create.json" => Expect::Status(201),
+        "auth-signup.json" => Expect::Status(404),
+        "auth-login.json"
+        | "auth-refresh.json"
+        | "auth-logout.json"
+        | "me.json"
+        | "sessions-list.json"
+        | "sessions-revoke.json"
+        | "members-create.json"
+        | "members-list.json"
+        | "members-update.json"
+        | "api-keys-create.json"
+        | "api-keys-list.json"
+        | "api-keys-revoke.json" => Expect::Status(401),
         "worker.json" => Expect::Failures(&["2e1424d4-f796-459a-8184-9c92662be6da"]),
         _ => return None,
     })

@@ -3,11 +3,30 @@
 //! HTTP against the local server, the sample events replayed through their handlers, and
 //! the checks that the route table, template.yaml, openapi.yaml and the router agree.
 
+/// Runs every case of a port's conformance suite once per adapter, as `<adapter>::<case>`:
+/// `conformance!(embedded, dynamo; case_a, case_b)` calls `case_a(embedded().await)` and
+/// `case_a(dynamo().await)`, each a test of its own.
+macro_rules! conformance {
+    ($first:ident, $second:ident; $($case:ident),* $(,)?) => {
+        conformance!(@adapter $first; $($case),*);
+        conformance!(@adapter $second; $($case),*);
+    };
+    (@adapter $adapter:ident; $($case:ident),*) => {
+        mod $adapter {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                super::$case(super::$adapter().await).await
+            })*
+        }
+    };
+}
+
 mod helpers;
 
 mod blobs_conformance;
 mod events_replay;
 mod http_edge;
+mod identity;
 mod jobs_batch;
 mod local_process;
 mod queue_conformance;

@@ -84,20 +84,7 @@ pub async fn sqs() -> Fixture {
     }
 }
 
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod embedded {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case(super::embedded().await).await })*
-        }
-        mod sqs {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case(super::sqs().await).await })*
-        }
-    };
-}
-
-conformance!(
+conformance!(embedded, sqs;
     a_sent_message_is_received_once_with_its_body_intact,
     a_received_message_stays_hidden_for_the_visibility_timeout_then_returns_counted_twice,
     an_acked_message_never_comes_back,

@@ -58,20 +58,7 @@ pub async fn dynamo() -> Fixture {
     }
 }
 
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod embedded {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case(super::embedded().await).await })*
-        }
-        mod dynamo {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case(super::dynamo().await).await })*
-        }
-    };
-}
-
-conformance!(
+conformance!(embedded, dynamo;
     an_item_reads_back_with_every_json_type_intact,
     a_missing_item_reads_as_none,
     a_put_that_must_not_exist_refuses_a_second_item,

@@ -1,3 +1,10 @@
 //! The handlers: one file per resource, each route an `async fn(Request, &AppContext)`.
 
+pub mod api_keys;
+pub mod auth;
 pub mod health;
+pub mod jwks;
+pub mod me;
+pub mod members;
+pub mod sessions;
+pub mod tenants;

@@ -236,6 +236,20 @@ impl ApiError {
     }
 }
 
+/// A store failure no handler mapped to a domain error: a concurrent transaction is a 409
+/// the client may retry; anything else is ours, a 500.
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> Self {
+        match error {
+            crate::store::StoreError::Conflict => Self::Conflict {
+                slug: "conflict",
+                detail: "Another request changed the same data at the same time; retry.".into(),
+            },
+            other => Self::Internal(anyhow::Error::new(other)),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Problem<'a> {
     #[serde(rename = "type")]

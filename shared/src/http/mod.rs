@@ -6,6 +6,7 @@
 //! and puts `X-Request-Id` on every response.
 
 mod error;
+pub mod pagination;
 
 use std::borrow::Borrow;
 use std::panic::AssertUnwindSafe;
@@ -208,6 +209,31 @@ pub fn parse_json<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
         .end()
         .map_err(|e| ApiError::bad_request(format!("The body has trailing data: {e}")))?;
     Ok(value)
+}
+
+/// Turns domain parse results into values, or answers 422 listing every field that failed:
+///
+/// ```ignore
+/// validate! {
+///     email = Email::parse(&body.email) => "email",
+///     password = Password::parse(&body.password) => "password",
+/// }
+/// ```
+#[macro_export]
+macro_rules! validate {
+    ($($name:ident = $parsed:expr => $field:expr),+ $(,)?) => {
+        let mut errors = Vec::new();
+        $(let $name = match $parsed {
+            Ok(value) => Some(value),
+            Err(e) => {
+                errors.push($crate::http::FieldError::new($field, e.to_string()));
+                None
+            }
+        };)+
+        $(let Some($name) = $name else {
+            return Err($crate::http::ApiError::validation(errors));
+        };)+
+    };
 }
 
 /// A JSON response.

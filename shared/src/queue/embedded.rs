@@ -48,17 +48,10 @@ pub struct EmbeddedQueues {
 
 impl EmbeddedQueues {
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, OpenError> {
-        let db = open_database(path)?;
-        let init = || -> Result<(), redb::Error> {
-            let tx = db.begin_write()?;
+        let db = open_database(path, |tx| {
             tx.open_table(MESSAGES)?;
             tx.open_table(VISIBLE)?;
-            tx.commit()?;
             Ok(())
-        };
-        init().map_err(|e| OpenError::Corrupt {
-            path: path.display().to_string(),
-            detail: e.to_string(),
         })?;
         Ok(Self {
             db: Arc::new(db),

@@ -42,8 +42,27 @@ pub enum OpenError {
     Corrupt { path: String, detail: String },
 }
 
-/// Opens (or creates) a redb file, telling a lock, an I/O problem and corruption apart.
-pub fn open_database(path: &Path) -> Result<Database, OpenError> {
+/// Opens (or creates) a redb file and its tables (`create_tables` runs in a first write
+/// transaction), telling a lock, an I/O problem and corruption apart.
+pub fn open_database(
+    path: &Path,
+    create_tables: impl FnOnce(&WriteTransaction) -> Result<(), redb::TableError>,
+) -> Result<Database, OpenError> {
+    let db = open_file(path)?;
+    let init = || -> Result<(), redb::Error> {
+        let tx = db.begin_write()?;
+        create_tables(&tx)?;
+        tx.commit()?;
+        Ok(())
+    };
+    init().map_err(|e| OpenError::Corrupt {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    Ok(db)
+}
+
+fn open_file(path: &Path) -> Result<Database, OpenError> {
     let shown = path.display().to_string();
     match Database::create(path) {
         Ok(db) => Ok(db),
@@ -71,17 +90,10 @@ pub struct EmbeddedTable {
 impl EmbeddedTable {
     /// Opens the table file at `path`, creating it and its tables on first use.
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, OpenError> {
-        let db = open_database(path)?;
-        let init = || -> Result<(), redb::Error> {
-            let tx = db.begin_write()?;
+        let db = open_database(path, |tx| {
             tx.open_table(ITEMS)?;
             tx.open_table(GSI1)?;
-            tx.commit()?;
             Ok(())
-        };
-        init().map_err(|e| OpenError::Corrupt {
-            path: path.display().to_string(),
-            detail: e.to_string(),
         })?;
         Ok(Self {
             db: Arc::new(db),

@@ -1,0 +1,13 @@
+//! Lambda `api-keys-create`: `POST /v1/api-keys`.
+
+use storefront::context::AppContext;
+use storefront::lambda::{serve_http, Error};
+
+const FUNCTION: &str = "api-keys-create";
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    storefront::telemetry::init(FUNCTION);
+    let ctx = AppContext::from_env().await?;
+    serve_http(ctx, FUNCTION).await
+}

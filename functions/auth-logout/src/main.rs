@@ -1,0 +1,13 @@
+//! Lambda `auth-logout`: `POST /v1/auth/logout`.
+
+use storefront::context::AppContext;
+use storefront::lambda::{serve_http, Error};
+
+const FUNCTION: &str = "auth-logout";
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    storefront::telemetry::init(FUNCTION);
+    let ctx = AppContext::from_env().await?;
+    serve_http(ctx, FUNCTION).await
+}

@@ -1,0 +1,13 @@
+//! Lambda `auth-signup`: `POST /v1/auth/signup`.
+
+use storefront::context::AppContext;
+use storefront::lambda::{serve_http, Error};
+
+const FUNCTION: &str = "auth-signup";
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    storefront::telemetry::init(FUNCTION);
+    let ctx = AppContext::from_env().await?;
+    serve_http(ctx, FUNCTION).await
+}

@@ -1,0 +1,13 @@
+//! Lambda `jwks`: `GET /.well-known/jwks.json`.
+
+use storefront::context::AppContext;
+use storefront::lambda::{serve_http, Error};
+
+const FUNCTION: &str = "jwks";
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    storefront::telemetry::init(FUNCTION);
+    let ctx = AppContext::from_env().await?;
+    serve_http(ctx, FUNCTION).await
+}

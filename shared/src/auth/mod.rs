@@ -1,0 +1,137 @@
+//! Authentication and authorisation in one place: [`authenticate`] turns the
+//! `Authorization` header into a [`Caller`] (from an access token or an `sk_` API key), and
+//! [`Caller::require`] checks the role. A handler that needs a caller cannot forget either.
+
+pub mod keys;
+pub mod passwords;
+pub mod secrets;
+pub mod tokens;
+
+use http::header::AUTHORIZATION;
+
+use crate::context::AppContext;
+use crate::domain::Role;
+use crate::http::{ApiError, Request};
+use crate::repo::{api_keys, rate_limits};
+
+/// Who is calling: a signed-in user (through a session) or an API key of a shop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    User { user_id: String, session_id: String },
+    ApiKey { key_id: String },
+}
+
+/// The authenticated caller of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub tenant_id: String,
+    pub role: Role,
+    pub principal: Principal,
+}
+
+impl Caller {
+    /// 403 unless the caller's role includes `role`.
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.role.includes(role) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "This needs the {} role or above.",
+                role.as_str()
+            )))
+        }
+    }
+
+    pub fn user_id(&self) -> Option<&str> {
+        match &self.principal {
+            Principal::User { user_id, .. } => Some(user_id),
+            Principal::ApiKey { .. } => None,
+        }
+    }
+
+    pub fn session_id(&self) -> Option<&str> {
+        match &self.principal {
+            Principal::User { session_id, .. } => Some(session_id),
+            Principal::ApiKey { .. } => None,
+        }
+    }
+
+    /// The signed-in user and session, or 403 for an API key (which has neither).
+    pub fn user(&self) -> Result<(&str, &str), ApiError> {
+        match &self.principal {
+            Principal::User {
+                user_id,
+                session_id,
+            } => Ok((user_id, session_id)),
+            Principal::ApiKey { .. } => Err(ApiError::Forbidden(
+                "API keys have no user or sessions; sign in instead.".into(),
+            )),
+        }
+    }
+}
+
+fn unauthorized(detail: &str) -> ApiError {
+    ApiError::Unauthorized(detail.to_owned())
+}
+
+/// The bearer credential of a request, or 401.
+fn bearer(req: &Request) -> Result<&str, ApiError> {
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .ok_or_else(|| unauthorized("Send `Authorization: Bearer <access token or API key>`."))?;
+    let value = header
+        .to_str()
+        .map_err(|_| unauthorized("The Authorization header is not valid text."))?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(unauthorized(
+            "The Authorization header must be `Bearer <credential>`.",
+        )),
+    }
+}
+
+/// Authenticates the request's caller, or answers 401 (missing, malformed, expired,
+/// tampered, revoked or unknown credential) or 429 (an API key over its limit).
+pub async fn authenticate(req: &Request, ctx: &AppContext) -> Result<Caller, ApiError> {
+    let credential = bearer(req)?;
+    let caller = if credential.starts_with(secrets::API_KEY_PREFIX) {
+        let key = api_keys::authenticate(ctx, credential)
+            .await?
+            .ok_or_else(|| unauthorized("The API key is unknown or revoked."))?;
+        let limit = rate_limits::Limit {
+            scope: "api-key",
+            per_minute: ctx.limits.per_api_key,
+        };
+        rate_limits::hit(ctx.table.as_ref(), limit, &key.id, ctx.clock.now())
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?
+            .enforce()?;
+        Caller {
+            tenant_id: key.tenant_id,
+            role: key.role,
+            principal: Principal::ApiKey { key_id: key.id },
+        }
+    } else {
+        let claims = ctx
+            .keys
+            .verify(credential, ctx.clock.now().timestamp())
+            .map_err(|_| unauthorized("The access token is invalid or has expired."))?;
+        let role = Role::parse(&claims.role)
+            .map_err(|_| unauthorized("The access token names no known role."))?;
+        Caller {
+            tenant_id: claims.tid,
+            role,
+            principal: Principal::User {
+                user_id: claims.sub,
+                session_id: claims.sid,
+            },
+        }
+    };
+    tracing::Span::current().record("tenant_id", caller.tenant_id.as_str());
+    Ok(caller)
+}

@@ -1,0 +1,88 @@
+//! Password hashing: argon2id with OWASP's minimum parameters (19 MiB, 2 passes, 1 lane),
+//! run off the async executor. A login for an unknown account verifies against a dummy hash,
+//! so it costs the same time as a wrong password (no account enumeration by timing).
+//! <https://cheatsheetseries.owasp.org/cheatsheets/Password_Storage_Cheat_Sheet.html>
+
+use std::sync::OnceLock;
+
+use anyhow::Context as _;
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+
+use crate::domain::Password;
+
+/// Memory in KiB, passes and lanes; measured in the README's benchmark table.
+pub const MEMORY_KIB: u32 = 19 * 1024;
+pub const PASSES: u32 = 2;
+pub const LANES: u32 = 1;
+
+fn hasher() -> anyhow::Result<Argon2<'static>> {
+    let params = Params::new(MEMORY_KIB, PASSES, LANES, None)
+        .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+fn hash_blocking(password: &str) -> anyhow::Result<String> {
+    let salt_bytes = crate::crypto::random_bytes(16)?;
+    let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+    let hash = hasher()?
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))?;
+    Ok(hash.to_string())
+}
+
+fn verify_blocking(password: &str, phc: &str) -> anyhow::Result<bool> {
+    let parsed = PasswordHash::new(phc)
+        .map_err(|e| anyhow::anyhow!("stored password hash is malformed: {e}"))?;
+    Ok(hasher()?
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok())
+}
+
+/// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`) for storage.
+pub async fn hash(password: &Password) -> anyhow::Result<String> {
+    let password = password.expose().to_owned();
+    tokio::task::spawn_blocking(move || hash_blocking(&password))
+        .await
+        .context("password hasher stopped")?
+}
+
+/// Whether `password` matches the stored hash.
+pub async fn verify(password: &str, phc: &str) -> anyhow::Result<bool> {
+    let (password, phc) = (password.to_owned(), phc.to_owned());
+    tokio::task::spawn_blocking(move || verify_blocking(&password, &phc))
+        .await
+        .context("password verifier stopped")?
+}
+
+/// Spends the work of one verification and answers "no": for logins to unknown accounts.
+pub async fn verify_nothing(password: &str) -> anyhow::Result<bool> {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    let phc = match DUMMY.get() {
+        Some(phc) => phc.clone(),
+        None => {
+            let random = crate::crypto::random_token(24)?;
+            let phc = tokio::task::spawn_blocking(move || hash_blocking(&random))
+                .await
+                .context("password hasher stopped")??;
+            DUMMY.get_or_init(|| phc).clone()
+        }
+    };
+    verify(password, &phc).await.map(|_| false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_hash_verifies_its_password_only() {
+        let password = Password::parse("correct horse battery").unwrap();
+        let phc = hash(&password).await.unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(verify("correct horse battery", &phc).await.unwrap());
+        assert!(!verify("correct horse battery!", &phc).await.unwrap());
+        assert!(!phc.contains("correct"), "the hash holds no plain text");
+        assert!(!verify_nothing("anything at all").await.unwrap());
+    }
+}

@@ -1,0 +1,133 @@
+//! The opaque secrets handed to clients, and what is stored of them (a SHA-256, never the
+//! secret): refresh tokens and API keys.
+
+use crate::crypto::{random_bytes, random_token, sha256_hex};
+
+pub const API_KEY_PREFIX: &str = "sk_";
+
+/// A refresh token names its session and carries a 256-bit secret:
+/// `<tenant id>.<user id>.<session id>.<secret>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RefreshToken {
+    pub tenant_id: String,
+    pub user_id: String,
+    pub session_id: String,
+    secret: String,
+}
+
+impl std::fmt::Debug for RefreshToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RefreshToken({}, secret redacted)", self.session_id)
+    }
+}
+
+impl RefreshToken {
+    pub fn generate(tenant_id: &str, user_id: &str, session_id: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            tenant_id: tenant_id.to_owned(),
+            user_id: user_id.to_owned(),
+            session_id: session_id.to_owned(),
+            secret: random_token(32)?,
+        })
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        let mut parts = raw.split('.');
+        let (t, u, s, secret) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some()
+            || secret.len() < 32
+            || [t, u, s].iter().any(|p| p.is_empty() || p.len() > 64)
+        {
+            return None;
+        }
+        Some(Self {
+            tenant_id: t.into(),
+            user_id: u.into(),
+            session_id: s.into(),
+            secret: secret.into(),
+        })
+    }
+
+    /// What the session stores to recognise this token.
+    pub fn hash(&self) -> String {
+        sha256_hex(self.secret.as_bytes())
+    }
+
+    /// The token as the client receives it.
+    pub fn expose(&self) -> String {
+        format!(
+            "{}.{}.{}.{}",
+            self.tenant_id, self.user_id, self.session_id, self.secret
+        )
+    }
+}
+
+/// An API key: `sk_<12 hex prefix>_<secret>`. The prefix finds the stored key and is shown
+/// in listings; the whole key's hash is what is compared.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeySecret {
+    pub prefix: String,
+    key: String,
+}
+
+impl std::fmt::Debug for ApiKeySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKeySecret({}, redacted)", self.prefix)
+    }
+}
+
+impl ApiKeySecret {
+    pub fn generate() -> anyhow::Result<Self> {
+        let prefix = hex::encode(random_bytes(6)?);
+        let key = format!("{API_KEY_PREFIX}{prefix}_{}", random_token(32)?);
+        Ok(Self { prefix, key })
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        let rest = raw.strip_prefix(API_KEY_PREFIX)?;
+        let (prefix, secret) = rest.split_once('_')?;
+        let valid_prefix = prefix.len() == 12 && prefix.bytes().all(|b| b.is_ascii_hexdigit());
+        (valid_prefix && secret.len() >= 32 && raw.len() <= 128).then(|| Self {
+            prefix: prefix.to_owned(),
+            key: raw.to_owned(),
+        })
+    }
+
+    pub fn hash(&self) -> String {
+        sha256_hex(self.key.as_bytes())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.key
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refresh_token_round_trips_and_hides_its_secret() {
+        let token = RefreshToken::generate("ten_1", "usr_1", "ses_1").unwrap();
+        let parsed = RefreshToken::parse(&token.expose()).unwrap();
+        assert_eq!(parsed, token);
+        assert_eq!(parsed.hash(), token.hash());
+        assert!(!format!("{token:?}").contains(&token.secret));
+        assert!(RefreshToken::parse("ten_1.usr_1.ses_1").is_none());
+        assert!(RefreshToken::parse("ten_1.usr_1.ses_1.short").is_none());
+    }
+
+    #[test]
+    fn an_api_key_round_trips_and_malformed_ones_are_refused() {
+        let key = ApiKeySecret::generate().unwrap();
+        assert!(key.expose().starts_with("sk_"));
+        assert_eq!(ApiKeySecret::parse(key.expose()).unwrap(), key);
+        assert!(
+            ApiKeySecret::parse("sk_nothex000000_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").is_none()
+        );
+        assert!(ApiKeySecret::parse("sk_0123456789ab_short").is_none());
+        assert!(
+            ApiKeySecret::parse("pk_0123456789ab_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").is_none()
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! Domain types that can only be built valid ("parse, don't validate"): a handler never
+//! holds a raw string it must remember to check. No I/O, no AWS, no HTTP here.
+
+mod email;
+mod identity;
+mod money;
+
+pub use email::Email;
+pub use identity::{Password, PersonName, Role, TenantName};
+pub use money::Currency;
+
+/// Why a value was refused, worded for the client (it becomes a 422 `errors` entry).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);

@@ -1,0 +1,120 @@
+//! `POST /v1/api-keys`, `GET /v1/api-keys`, `DELETE /v1/api-keys/{id}`: a shop's API keys.
+//! A key is shown once, at creation; only its hash is kept.
+
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::authenticate;
+use crate::auth::secrets::ApiKeySecret;
+use crate::clock::rfc3339;
+use crate::context::AppContext;
+use crate::domain::{Invalid, PersonName, Role};
+use crate::http::pagination::{page_request, PageBody};
+use crate::http::{json, no_content, parse_json, path_param, ApiError, HandlerResult, Request};
+use crate::ids::IdKind;
+use crate::repo::api_keys::{self, ApiKey, ApiKeyView};
+use crate::store::Index;
+use crate::validate;
+
+fn internal(e: impl Into<anyhow::Error>) -> ApiError {
+    ApiError::Internal(e.into())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    name: String,
+    role: Option<String>,
+}
+
+#[derive(Serialize)]
+struct CreatedKey {
+    #[serde(flatten)]
+    view: ApiKeyView,
+    key: String,
+}
+
+/// A key acts with at most admin rights, and never more than its creator's.
+fn key_role(raw: Option<&str>, creator: Role) -> Result<Role, Invalid> {
+    let role = raw.map_or(Ok(Role::Admin), Role::parse)?;
+    if role == Role::Owner || !creator.includes(role) {
+        return Err(Invalid(
+            "must be admin, staff or customer, and not above your own role".into(),
+        ));
+    }
+    Ok(role)
+}
+
+/// Creates a key (role `admin` unless narrower) and shows it this once.
+#[tracing::instrument(skip_all)]
+pub async fn create(req: Request, ctx: &AppContext) -> HandlerResult {
+    let caller = authenticate(&req, ctx).await?;
+    caller.require(Role::Admin)?;
+    let body: CreateKey = parse_json(&req)?;
+    validate! {
+        name = PersonName::parse(&body.name) => "name",
+        role = key_role(body.role.as_deref(), caller.role) => "role",
+    }
+    let secret = ApiKeySecret::generate().map_err(internal)?;
+    let api_key = ApiKey {
+        id: ctx.ids.next(IdKind::ApiKey),
+        tenant_id: caller.tenant_id.clone(),
+        name: name.as_str().to_owned(),
+        role,
+        prefix: secret.prefix.clone(),
+        hash: secret.hash(),
+        created_at: rfc3339(ctx.clock.now()),
+        last_used_at: None,
+    };
+    api_keys::create(ctx.table.as_ref(), &api_key)
+        .await
+        .map_err(internal)?;
+    tracing::info!(key_id = %api_key.id, "API key created");
+    json(
+        StatusCode::CREATED,
+        &CreatedKey {
+            view: api_key.view(),
+            key: secret.expose().to_owned(),
+        },
+    )
+}
+
+/// The shop's keys, newest first, without their secrets.
+#[tracing::instrument(skip_all)]
+pub async fn list(req: Request, ctx: &AppContext) -> HandlerResult {
+    let caller = authenticate(&req, ctx).await?;
+    caller.require(Role::Admin)?;
+    let partition = api_keys::tenant_partition(&caller.tenant_id);
+    let page = page_request(&req, Index::Gsi1, &partition)?;
+    let (keys, next) = api_keys::list(
+        ctx.table.as_ref(),
+        &caller.tenant_id,
+        page.limit,
+        page.after,
+    )
+    .await
+    .map_err(internal)?;
+    json(
+        StatusCode::OK,
+        &PageBody::new(keys.iter().map(ApiKey::view).collect(), next),
+    )
+}
+
+/// Revokes a key: it stops working at once.
+#[tracing::instrument(skip_all)]
+pub async fn revoke(req: Request, ctx: &AppContext) -> HandlerResult {
+    let caller = authenticate(&req, ctx).await?;
+    caller.require(Role::Admin)?;
+    let id = path_param(&req, "id")?;
+    if api_keys::revoke(ctx.table.as_ref(), &caller.tenant_id, &id)
+        .await
+        .map_err(internal)?
+    {
+        tracing::info!(key_id = %id, "API key revoked");
+        Ok(no_content())
+    } else {
+        Err(ApiError::not_found(
+            "This shop has no API key with this id.",
+        ))
+    }
+}

@@ -1,0 +1,340 @@
+//! `POST /v1/auth/signup`, `/login`, `/refresh`, `/logout`: customers join a shop, anyone
+//! signs in, sessions renew and end.
+
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::secrets::RefreshToken;
+use crate::auth::tokens::{Claims, ACCESS_TOKEN_SECONDS, AUDIENCE, ISSUER};
+use crate::auth::{authenticate, passwords};
+use crate::clock::rfc3339;
+use crate::context::AppContext;
+use crate::domain::{Email, Password, PersonName, Role};
+use crate::http::{client_ip, json, no_content, parse_json, ApiError, HandlerResult, Request};
+use crate::ids::IdKind;
+use crate::repo::rate_limits::{self, Limit};
+use crate::repo::sessions::{self, Session};
+use crate::repo::tenants;
+use crate::repo::users::{self, User, UserView};
+use crate::store::{StoreError, TxOp};
+use crate::validate;
+
+/// `{"access_token","refresh_token","token_type":"Bearer","expires_in"}`.
+#[derive(Serialize)]
+pub struct Tokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+}
+
+fn internal(e: impl Into<anyhow::Error>) -> ApiError {
+    ApiError::Internal(e.into())
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::Unauthorized("The email or password is wrong.".into())
+}
+
+/// Signs an access token for `user` in session `session_id`.
+fn access_token(ctx: &AppContext, user: &User, session_id: &str) -> Result<String, ApiError> {
+    let now = ctx.clock.now().timestamp();
+    let claims = Claims {
+        sub: user.id.clone(),
+        tid: user.tenant_id.clone(),
+        role: user.role.as_str().to_owned(),
+        sid: session_id.to_owned(),
+        iat: now,
+        exp: now + ACCESS_TOKEN_SECONDS,
+        iss: ISSUER.to_owned(),
+        aud: AUDIENCE.to_owned(),
+    };
+    ctx.keys.issue(&claims).map_err(internal)
+}
+
+/// A new session (device) for `user` and its first tokens; the caller writes the returned
+/// operation, alone or in the transaction that creates the user.
+pub(crate) fn start_session(
+    ctx: &AppContext,
+    req: &Request,
+    user: &User,
+) -> Result<(TxOp, Tokens), ApiError> {
+    let now = ctx.clock.now();
+    let session_id = ctx.ids.next(IdKind::Session);
+    let refresh =
+        RefreshToken::generate(&user.tenant_id, &user.id, &session_id).map_err(internal)?;
+    let user_agent = req
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(256).collect());
+    let session = Session {
+        id: session_id.clone(),
+        tenant_id: user.tenant_id.clone(),
+        user_id: user.id.clone(),
+        created_at: rfc3339(now),
+        last_used_at: rfc3339(now),
+        user_agent,
+        ip: client_ip(req).map(str::to_owned),
+        refresh_hash: refresh.hash(),
+        spent: Vec::new(),
+        revoked: false,
+    };
+    let op = sessions::create(&session, now.timestamp()).map_err(internal)?;
+    let tokens = Tokens {
+        access_token: access_token(ctx, user, &session_id)?,
+        refresh_token: refresh.expose(),
+        token_type: "Bearer",
+        expires_in: ACCESS_TOKEN_SECONDS,
+    };
+    Ok((op, tokens))
+}
+
+/// Makes a user record for a new account (hashing the password).
+pub(crate) async fn new_user(
+    ctx: &AppContext,
+    tenant_id: &str,
+    email: &Email,
+    name: &PersonName,
+    password: &Password,
+    role: Role,
+) -> Result<User, ApiError> {
+    Ok(User {
+        id: ctx.ids.next(IdKind::User),
+        tenant_id: tenant_id.to_owned(),
+        email: email.as_str().to_owned(),
+        name: name.as_str().to_owned(),
+        role,
+        password_hash: passwords::hash(password).await.map_err(internal)?,
+        created_at: rfc3339(ctx.clock.now()),
+    })
+}
+
+/// Maps the failure of a transaction that creates a user (whose email lock sits at
+/// `email_op`) to 409 when the email is taken.
+pub(crate) fn user_conflict(error: StoreError, email_op: usize) -> ApiError {
+    match error {
+        StoreError::ConditionFailed { op: Some(op) } if op == email_op => ApiError::Conflict {
+            slug: "email-taken",
+            detail: "An account with this email already exists in this shop.".into(),
+        },
+        StoreError::Conflict => ApiError::Conflict {
+            slug: "conflict",
+            detail: "Another request changed the same data; retry.".into(),
+        },
+        other => internal(other),
+    }
+}
+
+fn tenant_id_field(raw: &str) -> Result<String, crate::domain::Invalid> {
+    if IdKind::Tenant.matches(raw) {
+        Ok(raw.to_owned())
+    } else {
+        Err(crate::domain::Invalid("is not a shop id (`ten_…`)".into()))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignupBody {
+    tenant_id: String,
+    email: String,
+    password: String,
+    name: String,
+}
+
+#[derive(Serialize)]
+struct SignedUp {
+    user: UserView,
+    tokens: Tokens,
+}
+
+/// `POST /v1/auth/signup`: a customer account in a shop, signed in.
+#[tracing::instrument(skip_all)]
+pub async fn signup(req: Request, ctx: &AppContext) -> HandlerResult {
+    let body: SignupBody = parse_json(&req)?;
+    validate! {
+        tenant_id = tenant_id_field(&body.tenant_id) => "tenant_id",
+        email = Email::parse(&body.email) => "email",
+        password = Password::parse(&body.password) => "password",
+        name = PersonName::parse(&body.name) => "name",
+    }
+    let user = new_user(ctx, &tenant_id, &email, &name, &password, Role::Customer).await?;
+    let (session, tokens) = start_session(ctx, &req, &user)?;
+    let [create_user, lock_email] = users::create(&user, &email).map_err(internal)?;
+    let ops = vec![
+        tenants::must_exist(&tenant_id),
+        create_user,
+        lock_email,
+        session,
+    ];
+    match ctx.table.transact(ops).await {
+        Ok(()) => {}
+        Err(StoreError::ConditionFailed { op: Some(0) }) => {
+            return Err(ApiError::not_found("No shop has this id."));
+        }
+        Err(e) => return Err(user_conflict(e, 2)),
+    }
+    tracing::info!(user_id = %user.id, tenant_id = %tenant_id, "customer signed up");
+    json(
+        StatusCode::CREATED,
+        &SignedUp {
+            user: user.view(),
+            tokens,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    tenant_id: String,
+    email: String,
+    password: String,
+}
+
+/// Counts a login attempt per client IP and per account; 429 when either is over.
+async fn limit_login(
+    ctx: &AppContext,
+    req: &Request,
+    tenant_id: &str,
+    email: &str,
+) -> Result<(), ApiError> {
+    let per_ip = Limit {
+        scope: "login-ip",
+        per_minute: ctx.limits.login,
+    };
+    let per_account = Limit {
+        scope: "login-account",
+        per_minute: ctx.limits.login,
+    };
+    let now = ctx.clock.now();
+    let ip = client_ip(req).unwrap_or("unknown");
+    let account = crate::crypto::sha256_hex(format!("{tenant_id}#{email}").as_bytes());
+    let (ip_decision, account_decision) = tokio::join!(
+        rate_limits::hit(ctx.table.as_ref(), per_ip, ip, now),
+        rate_limits::hit(ctx.table.as_ref(), per_account, &account, now),
+    );
+    ip_decision.map_err(internal)?.enforce()?;
+    account_decision.map_err(internal)?.enforce()?;
+    Ok(())
+}
+
+/// `POST /v1/auth/login`: the same 401, in the same time, for a wrong email and a wrong
+/// password; 429 after 5 attempts a minute per IP or per account.
+#[tracing::instrument(skip_all)]
+pub async fn login(req: Request, ctx: &AppContext) -> HandlerResult {
+    let body: LoginBody = parse_json(&req)?;
+    validate! {
+        email = Email::parse(&body.email) => "email",
+    }
+    if body.password.len() > Password::MAX_CHARS * 4 {
+        return Err(ApiError::validation(vec![crate::http::FieldError::new(
+            "password",
+            "is too long",
+        )]));
+    }
+    limit_login(ctx, &req, &body.tenant_id, email.as_str()).await?;
+    let user = if IdKind::Tenant.matches(&body.tenant_id) {
+        users::find_by_email(ctx.table.as_ref(), &body.tenant_id, &email)
+            .await
+            .map_err(internal)?
+    } else {
+        None
+    };
+    let Some(user) = user else {
+        passwords::verify_nothing(&body.password)
+            .await
+            .map_err(internal)?;
+        return Err(invalid_credentials());
+    };
+    if !passwords::verify(&body.password, &user.password_hash)
+        .await
+        .map_err(internal)?
+    {
+        return Err(invalid_credentials());
+    }
+    let (session, tokens) = start_session(ctx, &req, &user)?;
+    ctx.table.transact(vec![session]).await.map_err(internal)?;
+    tracing::info!(user_id = %user.id, tenant_id = %user.tenant_id, "signed in");
+    json(StatusCode::OK, &tokens)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+fn refresh_refused() -> ApiError {
+    ApiError::Unauthorized("The refresh token is invalid, spent or revoked; sign in again.".into())
+}
+
+/// `POST /v1/auth/refresh`: spends the refresh token for a new pair. A spent token
+/// presented again is taken as theft: the whole session is revoked.
+#[tracing::instrument(skip_all)]
+pub async fn refresh(req: Request, ctx: &AppContext) -> HandlerResult {
+    let body: RefreshBody = parse_json(&req)?;
+    let token = RefreshToken::parse(&body.refresh_token).ok_or_else(refresh_refused)?;
+    let table = ctx.table.as_ref();
+    let session = sessions::get(table, &token.tenant_id, &token.user_id, &token.session_id)
+        .await
+        .map_err(internal)?
+        .filter(|s| !s.revoked)
+        .ok_or_else(refresh_refused)?;
+    let presented = token.hash();
+    if presented != session.refresh_hash {
+        if session.spent.contains(&presented) {
+            sessions::revoke(table, &session.tenant_id, &session.user_id, &session.id)
+                .await
+                .map_err(internal)?;
+            tracing::warn!(session_id = %session.id, tenant_id = %session.tenant_id, "spent refresh token reused: session revoked");
+        }
+        return Err(refresh_refused());
+    }
+    let user = users::get(table, &session.tenant_id, &session.user_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(refresh_refused)?;
+    let next = RefreshToken::generate(&session.tenant_id, &session.user_id, &session.id)
+        .map_err(internal)?;
+    let now = ctx.clock.now();
+    match sessions::rotate(
+        table,
+        &session,
+        &next.hash(),
+        &rfc3339(now),
+        now.timestamp(),
+    )
+    .await
+    {
+        Ok(()) => {}
+        Err(e) if e.is_condition_failed() => {
+            // Another request spent this token first: the same token used twice.
+            sessions::revoke(table, &session.tenant_id, &session.user_id, &session.id)
+                .await
+                .map_err(internal)?;
+            tracing::warn!(session_id = %session.id, "refresh token spent twice concurrently: session revoked");
+            return Err(refresh_refused());
+        }
+        Err(e) => return Err(internal(e)),
+    }
+    let tokens = Tokens {
+        access_token: access_token(ctx, &user, &session.id)?,
+        refresh_token: next.expose(),
+        token_type: "Bearer",
+        expires_in: ACCESS_TOKEN_SECONDS,
+    };
+    json(StatusCode::OK, &tokens)
+}
+
+/// `POST /v1/auth/logout`: ends the caller's session; its refresh token stops working.
+#[tracing::instrument(skip_all)]
+pub async fn logout(req: Request, ctx: &AppContext) -> HandlerResult {
+    let caller = authenticate(&req, ctx).await?;
+    let (user_id, session_id) = caller.user()?;
+    sessions::revoke(ctx.table.as_ref(), &caller.tenant_id, user_id, session_id)
+        .await
+        .map_err(internal)?;
+    Ok(no_content())
+}

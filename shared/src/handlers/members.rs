@@ -1,0 +1,141 @@
+//! `POST /v1/members`, `GET /v1/members`, `PATCH /v1/members/{id}`: a shop's staff and admins,
+//! managed by its owners and admins. An admin can neither create nor promote an owner, nor
+//! change one.
+
+use http::StatusCode;
+use serde::Deserialize;
+
+use super::auth::{new_user, user_conflict};
+use crate::auth::{authenticate, Caller};
+use crate::context::AppContext;
+use crate::domain::{Email, Invalid, Password, PersonName, Role};
+use crate::http::pagination::{page_request, PageBody};
+use crate::http::{json, parse_json, path_param, ApiError, HandlerResult, Request};
+use crate::repo::users;
+use crate::store::Index;
+use crate::validate;
+
+fn internal(e: impl Into<anyhow::Error>) -> ApiError {
+    ApiError::Internal(e.into())
+}
+
+/// The roles a member can be given: staff, admin, and (by an owner only) owner.
+fn member_role(raw: &str) -> Result<Role, Invalid> {
+    match Role::parse(raw)? {
+        Role::Customer => Err(Invalid(
+            "must be staff, admin or owner; customers sign up themselves".into(),
+        )),
+        role => Ok(role),
+    }
+}
+
+fn may_grant(caller: &Caller, role: Role) -> Result<(), ApiError> {
+    if role == Role::Owner && caller.role != Role::Owner {
+        return Err(ApiError::Forbidden(
+            "Only an owner can make an owner.".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateMember {
+    email: String,
+    name: String,
+    password: String,
+    role: String,
+}
+
+/// Adds a staff member or admin with a password they can sign in with.
+#[tracing::instrument(skip_all)]
+pub async fn create(req: Request, ctx: &AppContext) -> HandlerResult {
+    let caller = authenticate(&req, ctx).await?;
+    caller.require(Role::Admin)?;
+    let body: CreateMember = parse_json(&req)?;
+    validate! {
+        email = Email::parse(&body.email) => "email",
+        name = PersonName::parse(&body.name) => "name",
+        password = Password::parse(&body.password) => "password",
+        role = member_role(&body.role) => "role",
+    }
+    may_grant(&caller, role)?;
+    let user = new_user(ctx, &caller.tenant_id, &email, &name, &password, role).await?;
+    let ops = users::create(&user, &email).map_err(internal)?.to_vec();
+    ctx.table
+        .transact(ops)
+        .await
+        .map_err(|e| user_conflict(e, 1))?;
+    tracing::info!(user_id = %user.id, role = role.as_str(), "member added");
+    json(StatusCode::CREATED, &user.view())
+}
+
+/// The shop's members (staff and above), oldest first.
+#[tracing::instrument(skip_all)]
+pub async fn list(req: Request, ctx: &AppContext) -> HandlerResult {
+    let caller = authenticate(&req, ctx).await?;
+    caller.require(Role::Admin)?;
+    let partition = users::members_partition(&caller.tenant_id);
+    let page = page_request(&req, Index::Gsi1, &partition)?;
+    let (members, next) = users::list_members(
+        ctx.table.as_ref(),
+        &caller.tenant_id,
+        page.limit,
+        page.after,
+    )
+    .await
+    .map_err(internal)?;
+    let views = members.iter().map(users::User::view).collect();
+    json(StatusCode::OK, &PageBody::new(views, next))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateMember {
+    role: String,
+}
+
+/// Changes a member's role. A customer or another shop's user is 404; an admin touching an
+/// owner, or making one, is 403; demoting the caller's own last owner seat is 409.
+#[tracing::instrument(skip_all)]
+pub async fn update(req: Request, ctx: &AppContext) -> HandlerResult {
+    let caller = authenticate(&req, ctx).await?;
+    caller.require(Role::Admin)?;
+    let id = path_param(&req, "id")?;
+    let body: UpdateMember = parse_json(&req)?;
+    validate! {
+        role = member_role(&body.role) => "role",
+    }
+    let member = users::get(ctx.table.as_ref(), &caller.tenant_id, &id)
+        .await
+        .map_err(internal)?
+        .filter(|u| u.role.includes(Role::Staff))
+        .ok_or_else(|| ApiError::not_found("This shop has no member with this id."))?;
+    may_grant(&caller, role)?;
+    if member.role == Role::Owner && caller.role != Role::Owner {
+        return Err(ApiError::Forbidden(
+            "Only an owner can change an owner.".into(),
+        ));
+    }
+    if member.role == Role::Owner
+        && role != Role::Owner
+        && caller.user_id() == Some(member.id.as_str())
+    {
+        return Err(ApiError::Conflict {
+            slug: "last-owner",
+            detail: "An owner cannot demote themselves; another owner must.".into(),
+        });
+    }
+    let updated = match users::set_role(ctx.table.as_ref(), &member, role).await {
+        Ok(user) => user,
+        Err(e) if e.is_condition_failed() => {
+            return Err(ApiError::Conflict {
+                slug: "conflict",
+                detail: "The member changed meanwhile; read it again.".into(),
+            })
+        }
+        Err(e) => return Err(internal(e)),
+    };
+    tracing::info!(user_id = %updated.id, role = role.as_str(), "member role changed");
+    json(StatusCode::OK, &updated.view())
+}

@@ -1,0 +1,40 @@
+//! `GET /v1/sessions` and `DELETE /v1/sessions/{id}`: the caller's devices, and ending one.
+
+use http::StatusCode;
+
+use crate::auth::authenticate;
+use crate::context::AppContext;
+use crate::http::pagination::PageBody;
+use crate::http::{json, no_content, path_param, ApiError, HandlerResult, Request};
+use crate::repo::sessions;
+
+/// The caller's live sessions, newest first, the current one marked.
+#[tracing::instrument(skip_all)]
+pub async fn list(req: Request, ctx: &AppContext) -> HandlerResult {
+    let caller = authenticate(&req, ctx).await?;
+    let (user_id, session_id) = caller.user()?;
+    let all = sessions::list(ctx.table.as_ref(), &caller.tenant_id, user_id)
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let views = all.iter().map(|s| s.view(Some(session_id))).collect();
+    json(StatusCode::OK, &PageBody::new(views, None))
+}
+
+/// Revokes one of the caller's sessions: its refresh token stops working at once. Another
+/// user's session is 404, as if it did not exist.
+#[tracing::instrument(skip_all)]
+pub async fn revoke(req: Request, ctx: &AppContext) -> HandlerResult {
+    let caller = authenticate(&req, ctx).await?;
+    let (user_id, _) = caller.user()?;
+    let id = path_param(&req, "id")?;
+    let revoked = sessions::revoke(ctx.table.as_ref(), &caller.tenant_id, user_id, &id)
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    if revoked {
+        Ok(no_content())
+    } else {
+        Err(ApiError::not_found(
+            "You have no live session with this id.",
+        ))
+    }
+}

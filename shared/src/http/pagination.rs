@@ -1,0 +1,145 @@
+//! List pages: `?limit=` (1–100, default 20) and `?cursor=`, answered as
+//! `{"items": [...], "next_cursor": "…" | null}`.
+//!
+//! A cursor is the store's position, base64url-encoded. It is bound to the partition the
+//! list reads, which the server derives from the caller: a cursor edited to name another
+//! partition (another tenant's, another user's) is refused with 400, never followed.
+
+use serde::Serialize;
+
+use super::{query_param, ApiError, Request};
+use crate::crypto::{b64url, b64url_decode};
+use crate::store::{Index, Position};
+
+pub const DEFAULT_LIMIT: usize = 20;
+pub const MAX_LIMIT: usize = 100;
+
+/// What a list request asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageRequest {
+    pub limit: usize,
+    pub after: Option<Position>,
+}
+
+/// Reads `limit` and `cursor` for a list over `partition` of `index`.
+pub fn page_request(req: &Request, index: Index, partition: &str) -> Result<PageRequest, ApiError> {
+    let limit = match query_param(req, "limit") {
+        None => DEFAULT_LIMIT,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "`limit` must be a whole number from 1 to {MAX_LIMIT}."
+                ))
+            })?,
+    };
+    let after = query_param(req, "cursor")
+        .filter(|c| !c.is_empty())
+        .map(|c| decode(&c, index, partition))
+        .transpose()?;
+    Ok(PageRequest { limit, after })
+}
+
+fn decode(cursor: &str, index: Index, partition: &str) -> Result<Position, ApiError> {
+    let invalid = || ApiError::bad_request("`cursor` is not a cursor this list gave out.");
+    let bytes = b64url_decode(cursor).ok_or_else(invalid)?;
+    let position: Position = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+    let (partition_attr, _) = index.key_names();
+    if position.0.get(partition_attr).map(String::as_str) != Some(partition) {
+        return Err(invalid());
+    }
+    Ok(position)
+}
+
+pub fn encode(position: &Position) -> String {
+    b64url(
+        serde_json::to_string(position)
+            .unwrap_or_default()
+            .as_bytes(),
+    )
+}
+
+/// A page as the API answers it.
+#[derive(Serialize)]
+pub struct PageBody<T: Serialize> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T: Serialize> PageBody<T> {
+    pub fn new(items: Vec<T>, next: Option<Position>) -> Self {
+        Self {
+            items,
+            next_cursor: next.as_ref().map(encode),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(query: &str) -> Request {
+        http::Request::builder()
+            .uri(format!("/v1/members?{query}"))
+            .body(lambda_http::Body::Empty)
+            .unwrap()
+    }
+
+    fn position(pk: &str) -> Position {
+        Position(
+            [
+                ("gsi1pk".to_owned(), pk.to_owned()),
+                ("gsi1sk".to_owned(), "x".to_owned()),
+            ]
+            .into_iter()
+            .collect(),
+        )
+    }
+
+    #[test]
+    fn limit_defaults_to_twenty_and_must_be_one_to_a_hundred() {
+        assert_eq!(page_request(&req(""), Index::Gsi1, "P").unwrap().limit, 20);
+        assert_eq!(
+            page_request(&req("limit=100"), Index::Gsi1, "P")
+                .unwrap()
+                .limit,
+            100
+        );
+        for bad in ["limit=0", "limit=101", "limit=ten", "limit=-1"] {
+            assert_eq!(
+                page_request(&req(bad), Index::Gsi1, "P")
+                    .unwrap_err()
+                    .status(),
+                400,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cursor_is_followed_only_within_its_own_partition() {
+        let mine = encode(&position("TENANT#a#MEMBERS"));
+        let parsed = page_request(
+            &req(&format!("cursor={mine}")),
+            Index::Gsi1,
+            "TENANT#a#MEMBERS",
+        )
+        .unwrap();
+        assert_eq!(parsed.after, Some(position("TENANT#a#MEMBERS")));
+        let theirs = page_request(
+            &req(&format!("cursor={mine}")),
+            Index::Gsi1,
+            "TENANT#b#MEMBERS",
+        );
+        assert_eq!(theirs.unwrap_err().status(), 400);
+        assert_eq!(
+            page_request(&req("cursor=%%%"), Index::Gsi1, "P")
+                .unwrap_err()
+                .status(),
+            400
+        );
+    }
+}

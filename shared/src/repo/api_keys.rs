@@ -1,0 +1,141 @@
+//! API keys of a tenant: `APIKEY#<prefix>` / `APIKEY`, listed through `gsi1` under
+//! `TENANT#<tid>#APIKEYS` with the key id (time-sortable) as sort key. Only the SHA-256 of
+//! a key is stored; the key itself is shown once, at creation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::secrets::ApiKeySecret;
+use crate::context::AppContext;
+use crate::domain::Role;
+use crate::store::{
+    Condition, Index, Item, Key, Position, Query, SortKey, StoreError, Table, UpdateOp,
+};
+
+/// How stale `last_used_at` may get before a use writes it again (one write a minute at most).
+const LAST_USED_GRANULARITY_SECONDS: i64 = 60;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub role: Role,
+    pub prefix: String,
+    pub hash: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ApiKeyView {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub prefix: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+}
+
+impl ApiKey {
+    pub fn view(&self) -> ApiKeyView {
+        ApiKeyView {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            role: self.role,
+            prefix: self.prefix.clone(),
+            created_at: self.created_at.clone(),
+            last_used_at: self.last_used_at.clone(),
+        }
+    }
+}
+
+pub fn key(prefix: &str) -> Key {
+    Key::new(format!("APIKEY#{prefix}"), "APIKEY")
+}
+
+pub fn tenant_partition(tenant_id: &str) -> String {
+    format!("TENANT#{tenant_id}#APIKEYS")
+}
+
+pub async fn create(table: &dyn Table, api_key: &ApiKey) -> Result<(), StoreError> {
+    let item = Item::new(&key(&api_key.prefix))
+        .with_record(api_key)?
+        .with_gsi1(tenant_partition(&api_key.tenant_id), api_key.id.as_str());
+    table.put(item, Some(Condition::NotExists)).await
+}
+
+/// The live key matching a presented `sk_…` credential, if any; refreshes its last use.
+pub async fn authenticate(ctx: &AppContext, presented: &str) -> Result<Option<ApiKey>, StoreError> {
+    let Some(secret) = ApiKeySecret::parse(presented) else {
+        return Ok(None);
+    };
+    let Some(item) = ctx.table.get(&key(&secret.prefix)).await? else {
+        return Ok(None);
+    };
+    let api_key: ApiKey = item.record()?;
+    if api_key.hash != secret.hash() {
+        return Ok(None);
+    }
+    let now = ctx.clock.now();
+    let stale = api_key
+        .last_used_at
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .is_none_or(|t| {
+            (now - t.with_timezone(&chrono::Utc)).num_seconds() >= LAST_USED_GRANULARITY_SECONDS
+        });
+    if stale {
+        let used = crate::clock::rfc3339(now);
+        let update = ctx
+            .table
+            .update(
+                &key(&api_key.prefix),
+                vec![UpdateOp::set("last_used_at", used)],
+                Some(Condition::Exists),
+            )
+            .await;
+        if let Err(e) = update {
+            tracing::warn!(error = %e, key_id = %api_key.id, "recording an API key's last use failed");
+        }
+    }
+    Ok(Some(api_key))
+}
+
+/// One page of a tenant's keys, newest first.
+pub async fn list(
+    table: &dyn Table,
+    tenant_id: &str,
+    limit: usize,
+    after: Option<Position>,
+) -> Result<(Vec<ApiKey>, Option<Position>), StoreError> {
+    let page = table
+        .query(
+            Query::partition(Index::Gsi1, tenant_partition(tenant_id))
+                .backward()
+                .limit(limit)
+                .after(after),
+        )
+        .await?;
+    let keys = page
+        .items
+        .iter()
+        .map(Item::record)
+        .collect::<Result<_, _>>()?;
+    Ok((keys, page.next))
+}
+
+/// Deletes a tenant's key by id; `false` when the tenant has no such key.
+pub async fn revoke(table: &dyn Table, tenant_id: &str, key_id: &str) -> Result<bool, StoreError> {
+    let query = Query::partition(Index::Gsi1, tenant_partition(tenant_id))
+        .sort(SortKey::Eq(key_id.to_owned()))
+        .limit(1);
+    let Some(item) = table.query(query).await?.items.into_iter().next() else {
+        return Ok(false);
+    };
+    let condition = Condition::eq("tenant_id", tenant_id);
+    match table.delete(&item.key()?, Some(condition)).await {
+        Ok(found) => Ok(found.is_some()),
+        Err(e) if e.is_condition_failed() => Ok(false),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,162 @@
+//! Sessions (devices), each a refresh-token family: `TENANT#<tid>#USER#<uid>` / `SESSION#<sid>`.
+//!
+//! The session stores the hash of its current refresh token and of the spent ones. Every
+//! refresh swaps the current hash under a condition on the old one, so one token can be
+//! spent once; a spent token presented again revokes the whole session.
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{
+    Condition, Index, Item, Key, Query, SortKey, StoreError, Table, TxOp, UpdateOp,
+};
+
+/// How long a session lives without being used.
+pub const IDLE_SECONDS: i64 = 30 * 24 * 3600;
+/// How many spent token hashes a session remembers for reuse detection.
+const SPENT_KEPT: usize = 50;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: String,
+    pub tenant_id: String,
+    pub user_id: String,
+    pub created_at: String,
+    pub last_used_at: String,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    pub refresh_hash: String,
+    #[serde(default)]
+    pub spent: Vec<String>,
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// The session as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SessionView {
+    pub id: String,
+    pub created_at: String,
+    pub last_used_at: String,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    pub current: bool,
+}
+
+impl Session {
+    pub fn view(&self, current_session: Option<&str>) -> SessionView {
+        SessionView {
+            id: self.id.clone(),
+            created_at: self.created_at.clone(),
+            last_used_at: self.last_used_at.clone(),
+            user_agent: self.user_agent.clone(),
+            ip: self.ip.clone(),
+            current: current_session == Some(self.id.as_str()),
+        }
+    }
+}
+
+pub fn key(tenant_id: &str, user_id: &str, session_id: &str) -> Key {
+    Key::new(
+        format!("TENANT#{tenant_id}#USER#{user_id}"),
+        format!("SESSION#{session_id}"),
+    )
+}
+
+/// Starts a session that expires after [`IDLE_SECONDS`] unused.
+pub fn create(session: &Session, now: i64) -> Result<TxOp, StoreError> {
+    let item = Item::new(&key(&session.tenant_id, &session.user_id, &session.id))
+        .with_record(session)?
+        .with_ttl(now + IDLE_SECONDS);
+    Ok(TxOp::Put {
+        item,
+        condition: Some(Condition::NotExists),
+    })
+}
+
+pub async fn get(
+    table: &dyn Table,
+    tenant_id: &str,
+    user_id: &str,
+    session_id: &str,
+) -> Result<Option<Session>, StoreError> {
+    table
+        .get(&key(tenant_id, user_id, session_id))
+        .await?
+        .map(|i| i.record())
+        .transpose()
+}
+
+/// Spends the current refresh token for a new one. Fails with a condition error if the
+/// session was revoked or its token spent meanwhile.
+pub async fn rotate(
+    table: &dyn Table,
+    session: &Session,
+    new_hash: &str,
+    now_rfc3339: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let mut spent = session.spent.clone();
+    spent.push(session.refresh_hash.clone());
+    let excess = spent.len().saturating_sub(SPENT_KEPT);
+    spent.drain(..excess);
+    let ops = vec![
+        UpdateOp::set("refresh_hash", new_hash),
+        UpdateOp::set("spent", spent),
+        UpdateOp::set("last_used_at", now_rfc3339),
+        UpdateOp::set(crate::store::TTL, now + IDLE_SECONDS),
+    ];
+    let condition = Condition::And(vec![
+        Condition::eq("refresh_hash", session.refresh_hash.as_str()),
+        Condition::eq("revoked", false),
+    ]);
+    table
+        .update(
+            &key(&session.tenant_id, &session.user_id, &session.id),
+            ops,
+            Some(condition),
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Ends a session: its refresh token stops working at once. `false` when there is no such
+/// live session.
+pub async fn revoke(
+    table: &dyn Table,
+    tenant_id: &str,
+    user_id: &str,
+    session_id: &str,
+) -> Result<bool, StoreError> {
+    let condition = Condition::And(vec![Condition::Exists, Condition::eq("revoked", false)]);
+    match table
+        .update(
+            &key(tenant_id, user_id, session_id),
+            vec![UpdateOp::set("revoked", true)],
+            Some(condition),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_condition_failed() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A user's live sessions, newest first (session ids sort by creation).
+pub async fn list(
+    table: &dyn Table,
+    tenant_id: &str,
+    user_id: &str,
+) -> Result<Vec<Session>, StoreError> {
+    let query = Query::partition(Index::Primary, format!("TENANT#{tenant_id}#USER#{user_id}"))
+        .sort(SortKey::BeginsWith("SESSION#".into()))
+        .backward()
+        .limit(100);
+    let page = table.query(query).await?;
+    let sessions: Vec<Session> = page
+        .items
+        .iter()
+        .map(Item::record)
+        .collect::<Result<_, _>>()?;
+    Ok(sessions.into_iter().filter(|s| !s.revoked).collect())
+}

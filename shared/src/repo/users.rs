@@ -1,0 +1,161 @@
+//! Users and their per-tenant unique emails.
+//!
+//! - user: `TENANT#<tid>#USER#<uid>` / `USER`; staff and above are also in `gsi1` under
+//!   `TENANT#<tid>#MEMBERS`, sorted by creation.
+//! - email lock: `TENANT#<tid>#EMAIL#<email>` / `EMAIL`, written with `NotExists` in the same
+//!   transaction as the user, so two signups with one email can never both succeed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Email, Role};
+use crate::store::{
+    Condition, Index, Item, Key, Page, Position, Query, StoreError, Table, TxOp, UpdateOp,
+};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub tenant_id: String,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub password_hash: String,
+    pub created_at: String,
+}
+
+/// The user as the API shows it (never the password hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UserView {
+    pub id: String,
+    pub tenant_id: String,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub created_at: String,
+}
+
+impl User {
+    pub fn view(&self) -> UserView {
+        UserView {
+            id: self.id.clone(),
+            tenant_id: self.tenant_id.clone(),
+            email: self.email.clone(),
+            name: self.name.clone(),
+            role: self.role,
+            created_at: self.created_at.clone(),
+        }
+    }
+}
+
+pub fn key(tenant_id: &str, user_id: &str) -> Key {
+    Key::new(format!("TENANT#{tenant_id}#USER#{user_id}"), "USER")
+}
+
+pub fn email_key(tenant_id: &str, email: &Email) -> Key {
+    Key::new(
+        format!("TENANT#{tenant_id}#EMAIL#{}", email.as_str()),
+        "EMAIL",
+    )
+}
+
+pub fn members_partition(tenant_id: &str) -> String {
+    format!("TENANT#{tenant_id}#MEMBERS")
+}
+
+fn item(user: &User) -> Result<Item, StoreError> {
+    let item = Item::new(&key(&user.tenant_id, &user.id)).with_record(user)?;
+    Ok(if user.role.includes(Role::Staff) {
+        item.with_gsi1(
+            members_partition(&user.tenant_id),
+            format!("{}#{}", user.created_at, user.id),
+        )
+    } else {
+        item
+    })
+}
+
+/// The writes that create a user: the user and its email lock, both only if new. The
+/// email lock is the second operation (index 1), so a failed transaction names it.
+pub fn create(user: &User, email: &Email) -> Result<[TxOp; 2], StoreError> {
+    let lock = Item::new(&email_key(&user.tenant_id, email)).with("user_id", user.id.as_str());
+    Ok([
+        TxOp::Put {
+            item: item(user)?,
+            condition: Some(Condition::NotExists),
+        },
+        TxOp::Put {
+            item: lock,
+            condition: Some(Condition::NotExists),
+        },
+    ])
+}
+
+pub async fn get(
+    table: &dyn Table,
+    tenant_id: &str,
+    user_id: &str,
+) -> Result<Option<User>, StoreError> {
+    table
+        .get(&key(tenant_id, user_id))
+        .await?
+        .map(|item| item.record())
+        .transpose()
+}
+
+pub async fn find_by_email(
+    table: &dyn Table,
+    tenant_id: &str,
+    email: &Email,
+) -> Result<Option<User>, StoreError> {
+    let Some(lock) = table.get(&email_key(tenant_id, email)).await? else {
+        return Ok(None);
+    };
+    match lock.get_str("user_id") {
+        Some(user_id) => get(table, tenant_id, user_id).await,
+        None => Ok(None),
+    }
+}
+
+/// Changes a member's role; `expected` guards against a concurrent change.
+pub async fn set_role(table: &dyn Table, user: &User, role: Role) -> Result<User, StoreError> {
+    let mut ops = vec![UpdateOp::set("role", role.as_str())];
+    if role.includes(Role::Staff) {
+        ops.push(UpdateOp::set(
+            crate::store::GSI1PK,
+            members_partition(&user.tenant_id),
+        ));
+        ops.push(UpdateOp::set(
+            crate::store::GSI1SK,
+            format!("{}#{}", user.created_at, user.id),
+        ));
+    } else {
+        ops.push(UpdateOp::remove(crate::store::GSI1PK));
+        ops.push(UpdateOp::remove(crate::store::GSI1SK));
+    }
+    let condition = Condition::And(vec![
+        Condition::Exists,
+        Condition::eq("role", user.role.as_str()),
+    ]);
+    table
+        .update(&key(&user.tenant_id, &user.id), ops, Some(condition))
+        .await?
+        .record()
+}
+
+/// One page of a tenant's members (staff and above), oldest first.
+pub async fn list_members(
+    table: &dyn Table,
+    tenant_id: &str,
+    limit: usize,
+    after: Option<Position>,
+) -> Result<(Vec<User>, Option<Position>), StoreError> {
+    let Page { items, next } = table
+        .query(
+            Query::partition(Index::Gsi1, members_partition(tenant_id))
+                .limit(limit)
+                .after(after),
+        )
+        .await?;
+    let users = items.iter().map(Item::record).collect::<Result<_, _>>()?;
+    Ok((users, next))
+}

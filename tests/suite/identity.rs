@@ -1,0 +1,1173 @@
+//! Identity and tenancy, on both adapters: every case calls the handlers through
+//! `dispatch` (the path Lambda and the local server share) over the embedded store and over
+//! DynamoDB on moto. A few flows also run over HTTP against the local server at the end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, Method};
+use serde_json::{json, Value};
+use storefront::auth::tokens::KeyRing;
+use storefront::clock::{Clock, ManualClock};
+use storefront::config::{AwsConfig, RateLimits};
+use storefront::context::AppContext;
+use storefront::http::{dispatch, ClientIp};
+use storefront::routes::ROUTES;
+
+use crate::helpers::{self, LocalServer};
+
+/// The API over one adapter, a clock the test moves, and whatever keeps the store alive.
+pub struct Api {
+    ctx: AppContext,
+    clock: Arc<ManualClock>,
+    _guard: Option<tempfile::TempDir>,
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    status: u16,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Reply {
+    fn token(&self) -> String {
+        self.body["tokens"]["access_token"]
+            .as_str()
+            .or(self.body["access_token"].as_str())
+            .expect("an access token")
+            .to_owned()
+    }
+    fn refresh(&self) -> String {
+        self.body["tokens"]["refresh_token"]
+            .as_str()
+            .or(self.body["refresh_token"].as_str())
+            .expect("a refresh token")
+            .to_owned()
+    }
+    fn slug(&self) -> &str {
+        self.body["type"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches("https://storefront.dev/problems/")
+    }
+}
+
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(chrono::Utc::now()))
+}
+
+pub async fn embedded() -> Api {
+    let dir = helpers::temp_dir();
+    let clock = clock();
+    let embedded = AppContext::embedded(
+        dir.path(),
+        "http://127.0.0.1:9",
+        RateLimits::default(),
+        clock.clone() as Arc<dyn Clock>,
+    )
+    .expect("open");
+    Api {
+        ctx: embedded.ctx,
+        clock,
+        _guard: Some(dir),
+    }
+}
+
+pub async fn dynamo() -> Api {
+    let sdk = helpers::moto_sdk().await;
+    let table = helpers::unique("identity");
+    storefront::store::dynamo::create_table(&aws_sdk_dynamodb::Client::new(&sdk), &table)
+        .await
+        .expect("table");
+    let clock = clock();
+    let config = AwsConfig {
+        table,
+        queue_url: None,
+        bucket: None,
+        limits: RateLimits::default(),
+    };
+    let mut ctx = AppContext::aws(&sdk, &config, clock.clone() as Arc<dyn Clock>);
+    let key = ("k1".to_owned(), KeyRing::generate_key().expect("key"));
+    ctx.keys = Arc::new(KeyRing::from_private_keys(&[key]).expect("ring"));
+    Api {
+        ctx,
+        clock,
+        _guard: None,
+    }
+}
+
+/// A shop with its owner signed in.
+struct Shop {
+    tenant_id: String,
+    owner_id: String,
+    owner: String,
+    owner_refresh: String,
+}
+
+impl Api {
+    async fn call_from(
+        &self,
+        ip: &str,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("user-agent", "storefront-tests/1");
+        if let Some(token) = token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        let body = match body {
+            Some(body) => {
+                builder = builder.header("content-type", "application/json");
+                lambda_http::Body::from(body.to_string())
+            }
+            None => lambda_http::Body::Empty,
+        };
+        let mut req = builder.body(body).expect("request");
+        req.extensions_mut().insert(ClientIp(ip.to_owned()));
+        let response = dispatch(&self.ctx, ROUTES, req).await;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes: &[u8] = response.body().as_ref();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(bytes).expect("a JSON body")
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        self.call_from("203.0.113.1", method, path, token, body)
+            .await
+    }
+
+    async fn create_shop(&self, email: &str) -> Shop {
+        let body = json!({"name": "Tea Shop", "currency": "eur", "owner": {"email": email, "password": "correct horse battery", "name": "Ada"}});
+        let reply = self
+            .call(Method::POST, "/v1/tenants", None, Some(body))
+            .await;
+        assert_eq!(reply.status, 201, "{:?}", reply.body);
+        Shop {
+            tenant_id: reply.body["tenant"]["id"].as_str().expect("id").to_owned(),
+            owner_id: reply.body["user"]["id"].as_str().expect("id").to_owned(),
+            owner: reply.token(),
+            owner_refresh: reply.refresh(),
+        }
+    }
+
+    async fn signup(&self, tenant_id: &str, email: &str) -> Reply {
+        let body = json!({"tenant_id": tenant_id, "email": email, "password": "a long passphrase", "name": "Grace"});
+        self.call(Method::POST, "/v1/auth/signup", None, Some(body))
+            .await
+    }
+
+    async fn login(&self, tenant_id: &str, email: &str, password: &str) -> Reply {
+        self.login_from("198.51.100.7", tenant_id, email, password)
+            .await
+    }
+
+    async fn login_from(&self, ip: &str, tenant_id: &str, email: &str, password: &str) -> Reply {
+        let body = json!({"tenant_id": tenant_id, "email": email, "password": password});
+        self.call_from(ip, Method::POST, "/v1/auth/login", None, Some(body))
+            .await
+    }
+
+    async fn add_member(&self, token: &str, email: &str, role: &str) -> Reply {
+        let body =
+            json!({"email": email, "name": "Member", "password": "member password", "role": role});
+        self.call(Method::POST, "/v1/members", Some(token), Some(body))
+            .await
+    }
+}
+
+conformance!(embedded, dynamo;
+    creating_a_shop_returns_the_shop_its_owner_and_working_tokens,
+    a_shop_with_invalid_fields_is_refused_naming_each_field_and_nothing_is_written,
+    a_customer_signs_up_once_per_email_whatever_its_case,
+    signing_up_to_a_missing_or_malformed_shop_is_refused,
+    a_wrong_email_and_a_wrong_password_get_the_same_401,
+    the_sixth_login_attempt_in_a_minute_is_429_per_account_and_per_ip,
+    a_refresh_spends_its_token_and_reusing_a_spent_one_revokes_the_session,
+    logout_and_revoking_a_session_stop_its_refresh_token,
+    sessions_are_listed_newest_first_with_the_current_one_marked,
+    owners_and_admins_manage_members_within_the_role_rules,
+    members_are_listed_in_pages_and_a_cursor_cannot_reach_another_shop,
+    an_api_key_is_shown_once_acts_with_its_role_and_stops_when_revoked,
+    a_token_of_one_shop_reaches_nothing_of_another,
+    expired_tampered_unsigned_and_missing_tokens_are_401,
+    two_simultaneous_signups_with_one_email_make_one_account,
+);
+
+async fn creating_a_shop_returns_the_shop_its_owner_and_working_tokens(api: Api) {
+    let body = json!({"name": "  Tea Shop ", "owner": {"email": "Owner@Example.com", "password": "correct horse battery", "name": "Ada"}});
+    let reply = api
+        .call(Method::POST, "/v1/tenants", None, Some(body))
+        .await;
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    let tenant = &reply.body["tenant"];
+    assert!(tenant["id"].as_str().unwrap().starts_with("ten_"));
+    assert_eq!(tenant["name"], "Tea Shop");
+    assert_eq!(tenant["currency"], "usd", "usd is the default");
+    assert!(tenant["created_at"].as_str().unwrap().ends_with('Z'));
+    let user = &reply.body["user"];
+    assert_eq!(user["role"], "owner");
+    assert_eq!(user["email"], "owner@example.com");
+    assert_eq!(user["tenant_id"], tenant["id"]);
+    assert!(
+        user.get("password_hash").is_none(),
+        "the hash never leaves the store"
+    );
+    let tokens = &reply.body["tokens"];
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["expires_in"], 900);
+    let me = api
+        .call(Method::GET, "/v1/me", Some(&reply.token()), None)
+        .await;
+    assert_eq!(me.status, 200);
+    assert_eq!(me.body["user_id"], user["id"]);
+    assert_eq!(me.body["tenant_id"], tenant["id"]);
+    assert_eq!(me.body["role"], "owner");
+    assert_eq!(me.body["email"], "owner@example.com");
+}
+
+async fn a_shop_with_invalid_fields_is_refused_naming_each_field_and_nothing_is_written(api: Api) {
+    let bad = json!({"name": "", "currency": "EUR", "owner": {"email": "not-an-email", "password": "short", "name": "Ada"}});
+    let reply = api.call(Method::POST, "/v1/tenants", None, Some(bad)).await;
+    assert_eq!(reply.status, 422);
+    assert_eq!(reply.headers["content-type"], "application/problem+json");
+    let fields: Vec<&str> = reply.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        ["name", "currency", "owner.email", "owner.password"]
+    );
+    let unknown = json!({"name": "Shop", "owner": {"email": "a@example.com", "password": "long enough", "name": "A"}, "plan": "gold"});
+    assert_eq!(
+        api.call(Method::POST, "/v1/tenants", None, Some(unknown))
+            .await
+            .status,
+        400
+    );
+    let wrong_type = json!({"name": 7, "owner": {"email": "a@example.com", "password": "long enough", "name": "A"}});
+    assert_eq!(
+        api.call(Method::POST, "/v1/tenants", None, Some(wrong_type))
+            .await
+            .status,
+        400
+    );
+    let missing = json!({"name": "Shop"});
+    assert_eq!(
+        api.call(Method::POST, "/v1/tenants", None, Some(missing))
+            .await
+            .status,
+        400
+    );
+    // A refused signup writes nothing: the same email then signs up fine.
+    let shop = api.create_shop("owner@example.com").await;
+    let short = json!({"tenant_id": shop.tenant_id, "email": "kim@example.com", "password": "short", "name": "Kim"});
+    assert_eq!(
+        api.call(Method::POST, "/v1/auth/signup", None, Some(short))
+            .await
+            .status,
+        422
+    );
+    assert_eq!(
+        api.signup(&shop.tenant_id, "kim@example.com").await.status,
+        201
+    );
+}
+
+async fn a_customer_signs_up_once_per_email_whatever_its_case(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    let first = api.signup(&shop.tenant_id, "Grace@Example.com").await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    assert_eq!(first.body["user"]["role"], "customer");
+    assert_eq!(first.body["user"]["tenant_id"], shop.tenant_id.as_str());
+    let again = api.signup(&shop.tenant_id, "grace@example.COM").await;
+    assert_eq!(again.status, 409);
+    assert_eq!(again.slug(), "email-taken");
+    let owner_email = api.signup(&shop.tenant_id, "owner@example.com").await;
+    assert_eq!(
+        owner_email.status, 409,
+        "the owner's email is taken in this shop too"
+    );
+    let other = api.create_shop("other-owner@example.com").await;
+    assert_eq!(
+        api.signup(&other.tenant_id, "grace@example.com")
+            .await
+            .status,
+        201,
+        "emails are unique per shop, not globally"
+    );
+    let login = api
+        .login(&shop.tenant_id, "GRACE@example.com", "a long passphrase")
+        .await;
+    assert_eq!(login.status, 200);
+}
+
+async fn signing_up_to_a_missing_or_malformed_shop_is_refused(api: Api) {
+    let missing = api
+        .signup("ten_01JD0000000000000000000000", "grace@example.com")
+        .await;
+    assert_eq!(missing.status, 404);
+    let malformed = api.signup("shop-1", "grace@example.com").await;
+    assert_eq!(malformed.status, 422);
+    assert_eq!(malformed.body["errors"][0]["field"], "tenant_id");
+}
+
+async fn a_wrong_email_and_a_wrong_password_get_the_same_401(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    let ok = api
+        .login(
+            &shop.tenant_id,
+            "owner@example.com",
+            "correct horse battery",
+        )
+        .await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.body["token_type"], "Bearer");
+    let wrong_password = api
+        .login(&shop.tenant_id, "owner@example.com", "wrong horse battery")
+        .await;
+    let wrong_email = api
+        .login(
+            &shop.tenant_id,
+            "nobody@example.com",
+            "correct horse battery",
+        )
+        .await;
+    let wrong_shop = api
+        .login(
+            "ten_01JD0000000000000000000000",
+            "owner@example.com",
+            "correct horse battery",
+        )
+        .await;
+    for reply in [&wrong_password, &wrong_email, &wrong_shop] {
+        assert_eq!(reply.status, 401);
+        assert_eq!(reply.headers["www-authenticate"], "Bearer");
+        assert_eq!(
+            reply.body["detail"], wrong_password.body["detail"],
+            "the answers cannot be told apart"
+        );
+    }
+    let malformed = api.login(&shop.tenant_id, "not an email", "whatever").await;
+    assert_eq!(malformed.status, 422);
+}
+
+async fn the_sixth_login_attempt_in_a_minute_is_429_per_account_and_per_ip(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    for attempt in 1..=5 {
+        let ip = format!("192.0.2.{attempt}");
+        let reply = api
+            .login_from(&ip, &shop.tenant_id, "owner@example.com", "wrong password!")
+            .await;
+        assert_eq!(reply.status, 401, "attempt {attempt}");
+    }
+    let sixth = api
+        .login_from(
+            "192.0.2.99",
+            &shop.tenant_id,
+            "owner@example.com",
+            "correct horse battery",
+        )
+        .await;
+    assert_eq!(sixth.status, 429, "the account is limited whatever the IP");
+    assert!(
+        sixth.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert!(sixth.headers["ratelimit-policy"]
+        .to_str()
+        .unwrap()
+        .contains("q=5"));
+    assert!(sixth.headers.contains_key("ratelimit"));
+    for n in 1..=5 {
+        let reply = api
+            .login_from(
+                "192.0.2.200",
+                &shop.tenant_id,
+                &format!("user{n}@example.com"),
+                "whatever pass",
+            )
+            .await;
+        assert_eq!(reply.status, 401);
+    }
+    let from_same_ip = api
+        .login_from(
+            "192.0.2.200",
+            &shop.tenant_id,
+            "someone-new@example.com",
+            "whatever pass",
+        )
+        .await;
+    assert_eq!(
+        from_same_ip.status, 429,
+        "one IP is limited across accounts"
+    );
+    api.clock.advance(Duration::from_secs(61));
+    let later = api
+        .login_from(
+            "192.0.2.99",
+            &shop.tenant_id,
+            "owner@example.com",
+            "correct horse battery",
+        )
+        .await;
+    assert_eq!(later.status, 200, "a new minute, a new window");
+}
+
+async fn a_refresh_spends_its_token_and_reusing_a_spent_one_revokes_the_session(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    let api = &api;
+    let refresh = |token: String| async move {
+        api.call(
+            Method::POST,
+            "/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": token})),
+        )
+        .await
+    };
+    let first = refresh(shop.owner_refresh.clone()).await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    assert_ne!(first.refresh(), shop.owner_refresh);
+    assert_eq!(
+        api.call(Method::GET, "/v1/me", Some(&first.token()), None)
+            .await
+            .status,
+        200
+    );
+    let second = refresh(first.refresh()).await;
+    assert_eq!(second.status, 200);
+    // The first token again: theft assumed, the whole session ends.
+    let reused = refresh(shop.owner_refresh.clone()).await;
+    assert_eq!(reused.status, 401);
+    let after = refresh(second.refresh()).await;
+    assert_eq!(
+        after.status, 401,
+        "the newest token of the revoked session no longer works"
+    );
+    for garbage in [
+        "",
+        "nonsense",
+        "ten_x.usr_y.ses_z.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ] {
+        assert_eq!(refresh(garbage.to_owned()).await.status, 401, "{garbage}");
+    }
+    assert_eq!(
+        api.call(
+            Method::POST,
+            "/v1/auth/refresh",
+            None,
+            Some(json!({"token": "x"}))
+        )
+        .await
+        .status,
+        400
+    );
+}
+
+async fn logout_and_revoking_a_session_stop_its_refresh_token(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    assert_eq!(
+        api.call(Method::POST, "/v1/auth/logout", None, None)
+            .await
+            .status,
+        401
+    );
+    let logout = api
+        .call(Method::POST, "/v1/auth/logout", Some(&shop.owner), None)
+        .await;
+    assert_eq!(logout.status, 204);
+    let refresh = api
+        .call(
+            Method::POST,
+            "/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": shop.owner_refresh})),
+        )
+        .await;
+    assert_eq!(refresh.status, 401);
+    let phone = api
+        .login(
+            &shop.tenant_id,
+            "owner@example.com",
+            "correct horse battery",
+        )
+        .await;
+    let laptop = api
+        .login(
+            &shop.tenant_id,
+            "owner@example.com",
+            "correct horse battery",
+        )
+        .await;
+    let sessions = api
+        .call(Method::GET, "/v1/sessions", Some(&laptop.token()), None)
+        .await;
+    let phone_session = sessions.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == false)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let revoke = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/sessions/{phone_session}"),
+            Some(&laptop.token()),
+            None,
+        )
+        .await;
+    assert_eq!(revoke.status, 204);
+    let phone_refresh = api
+        .call(
+            Method::POST,
+            "/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": phone.refresh()})),
+        )
+        .await;
+    assert_eq!(phone_refresh.status, 401);
+    let again = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/sessions/{phone_session}"),
+            Some(&laptop.token()),
+            None,
+        )
+        .await;
+    assert_eq!(again.status, 404);
+}
+
+async fn sessions_are_listed_newest_first_with_the_current_one_marked(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    api.clock.advance(Duration::from_millis(5));
+    let second = api
+        .login(
+            &shop.tenant_id,
+            "owner@example.com",
+            "correct horse battery",
+        )
+        .await;
+    let list = api
+        .call(Method::GET, "/v1/sessions", Some(&shop.owner), None)
+        .await;
+    assert_eq!(list.status, 200);
+    let items = list.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(
+        items[1]["current"], true,
+        "the shop-creation session is the older one and the caller's"
+    );
+    assert_eq!(items[0]["current"], false);
+    assert_eq!(items[0]["user_agent"], "storefront-tests/1");
+    assert_eq!(items[0]["ip"], "198.51.100.7");
+    assert!(list.body["next_cursor"].is_null());
+    let from_second = api
+        .call(Method::GET, "/v1/sessions", Some(&second.token()), None)
+        .await;
+    assert_eq!(from_second.body["items"][0]["current"], true);
+    // Another user's session is not the caller's to end.
+    let customer = api.signup(&shop.tenant_id, "grace@example.com").await;
+    let owner_session = items[1]["id"].as_str().unwrap();
+    let foreign = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/sessions/{owner_session}"),
+            Some(&customer.token()),
+            None,
+        )
+        .await;
+    assert_eq!(foreign.status, 404);
+}
+
+async fn owners_and_admins_manage_members_within_the_role_rules(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    let admin = api
+        .add_member(&shop.owner, "admin@example.com", "admin")
+        .await;
+    assert_eq!(admin.status, 201, "{:?}", admin.body);
+    assert_eq!(admin.body["role"], "admin");
+    let admin_token = api
+        .login(&shop.tenant_id, "admin@example.com", "member password")
+        .await
+        .token();
+    let staff = api
+        .add_member(&admin_token, "staff@example.com", "staff")
+        .await;
+    assert_eq!(staff.status, 201);
+    let staff_id = staff.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        api.add_member(&admin_token, "boss@example.com", "owner")
+            .await
+            .status,
+        403,
+        "an admin cannot create an owner"
+    );
+    assert_eq!(
+        api.add_member(&admin_token, "staff@example.com", "staff")
+            .await
+            .status,
+        409
+    );
+    assert_eq!(
+        api.add_member(&admin_token, "c@example.com", "customer")
+            .await
+            .status,
+        422
+    );
+    let promote = |id: String, token: String, role: &'static str| {
+        let api = &api;
+        async move {
+            api.call(
+                Method::PATCH,
+                &format!("/v1/members/{id}"),
+                Some(&token),
+                Some(json!({"role": role})),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        promote(staff_id.clone(), admin_token.clone(), "owner")
+            .await
+            .status,
+        403,
+        "an admin cannot promote to owner"
+    );
+    assert_eq!(
+        promote(shop.owner_id.clone(), admin_token.clone(), "staff")
+            .await
+            .status,
+        403,
+        "an admin cannot demote an owner"
+    );
+    let promoted = promote(staff_id.clone(), admin_token.clone(), "admin").await;
+    assert_eq!(promoted.status, 200);
+    assert_eq!(promoted.body["role"], "admin");
+    assert_eq!(
+        promote(staff_id.clone(), shop.owner.clone(), "owner")
+            .await
+            .status,
+        200,
+        "an owner can make an owner"
+    );
+    assert_eq!(
+        promote(shop.owner_id.clone(), shop.owner.clone(), "staff")
+            .await
+            .status,
+        409,
+        "an owner cannot demote themselves"
+    );
+    let staff_token = api
+        .login(&shop.tenant_id, "staff@example.com", "member password")
+        .await
+        .token();
+    assert_eq!(
+        api.call(Method::GET, "/v1/members", Some(&staff_token), None)
+            .await
+            .status,
+        200,
+        "the promoted member now lists members"
+    );
+    let customer = api.signup(&shop.tenant_id, "grace@example.com").await;
+    let customer_id = customer.body["user"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        api.call(Method::GET, "/v1/members", Some(&customer.token()), None)
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        promote(customer_id, shop.owner.clone(), "staff")
+            .await
+            .status,
+        404,
+        "a customer is not a member"
+    );
+    assert_eq!(
+        promote(
+            "usr_01JD0000000000000000000000".into(),
+            shop.owner.clone(),
+            "staff"
+        )
+        .await
+        .status,
+        404
+    );
+    assert_eq!(
+        promote(staff_id, shop.owner.clone(), "emperor")
+            .await
+            .status,
+        422
+    );
+}
+
+async fn members_are_listed_in_pages_and_a_cursor_cannot_reach_another_shop(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    for n in 0..4 {
+        api.clock.advance(Duration::from_millis(5));
+        assert_eq!(
+            api.add_member(&shop.owner, &format!("staff{n}@example.com"), "staff")
+                .await
+                .status,
+            201
+        );
+    }
+    let mut emails = Vec::new();
+    let mut path = "/v1/members?limit=2".to_owned();
+    loop {
+        let page = api.call(Method::GET, &path, Some(&shop.owner), None).await;
+        assert_eq!(page.status, 200, "{:?}", page.body);
+        let items = page.body["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        emails.extend(
+            items
+                .iter()
+                .map(|m| m["email"].as_str().unwrap().to_owned()),
+        );
+        match page.body["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/members?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        emails,
+        [
+            "owner@example.com",
+            "staff0@example.com",
+            "staff1@example.com",
+            "staff2@example.com",
+            "staff3@example.com"
+        ]
+    );
+    let first = api
+        .call(Method::GET, "/v1/members?limit=1", Some(&shop.owner), None)
+        .await;
+    let cursor = first.body["next_cursor"].as_str().unwrap().to_owned();
+    let other = api.create_shop("other@example.com").await;
+    let stolen = api
+        .call(
+            Method::GET,
+            &format!("/v1/members?cursor={cursor}"),
+            Some(&other.owner),
+            None,
+        )
+        .await;
+    assert_eq!(stolen.status, 400, "a cursor is bound to its shop");
+    assert_eq!(
+        api.call(Method::GET, "/v1/members?limit=0", Some(&shop.owner), None)
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        api.call(
+            Method::GET,
+            "/v1/members?limit=101",
+            Some(&shop.owner),
+            None
+        )
+        .await
+        .status,
+        400
+    );
+}
+
+async fn an_api_key_is_shown_once_acts_with_its_role_and_stops_when_revoked(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    let created = api
+        .call(
+            Method::POST,
+            "/v1/api-keys",
+            Some(&shop.owner),
+            Some(json!({"name": "Warehouse sync"})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    assert_eq!(created.body["role"], "admin", "admin unless narrower");
+    let key = created.body["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("sk_"));
+    assert!(key.contains(created.body["prefix"].as_str().unwrap()));
+    let me = api.call(Method::GET, "/v1/me", Some(&key), None).await;
+    assert_eq!(me.status, 200);
+    assert_eq!(me.body["tenant_id"], shop.tenant_id.as_str());
+    assert_eq!(me.body["role"], "admin");
+    assert!(me.body["user_id"].is_null());
+    let members = api.call(Method::GET, "/v1/members", Some(&key), None).await;
+    assert_eq!(members.status, 200, "an admin key lists members");
+    let narrow = api
+        .call(
+            Method::POST,
+            "/v1/api-keys",
+            Some(&shop.owner),
+            Some(json!({"name": "Reader", "role": "staff"})),
+        )
+        .await;
+    assert_eq!(narrow.status, 201);
+    let narrow_key = narrow.body["key"].as_str().unwrap().to_owned();
+    assert_eq!(
+        api.call(Method::GET, "/v1/members", Some(&narrow_key), None)
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        api.call(
+            Method::POST,
+            "/v1/api-keys",
+            Some(&shop.owner),
+            Some(json!({"name": "Boss", "role": "owner"}))
+        )
+        .await
+        .status,
+        422
+    );
+    let list = api
+        .call(Method::GET, "/v1/api-keys", Some(&shop.owner), None)
+        .await;
+    assert_eq!(list.status, 200);
+    let items = list.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["name"], "Reader", "newest first");
+    assert!(
+        items
+            .iter()
+            .all(|k| k.get("key").is_none() && k.get("hash").is_none()),
+        "the key is never shown again"
+    );
+    let used = items
+        .iter()
+        .find(|k| k["name"] == "Warehouse sync")
+        .unwrap();
+    assert!(used["last_used_at"].is_string(), "last use is recorded");
+    let id = created.body["id"].as_str().unwrap();
+    assert_eq!(
+        api.call(
+            Method::DELETE,
+            &format!("/v1/api-keys/{id}"),
+            Some(&shop.owner),
+            None
+        )
+        .await
+        .status,
+        204
+    );
+    assert_eq!(
+        api.call(Method::GET, "/v1/me", Some(&key), None)
+            .await
+            .status,
+        401,
+        "a revoked key stops at once"
+    );
+    assert_eq!(
+        api.call(
+            Method::DELETE,
+            &format!("/v1/api-keys/{id}"),
+            Some(&shop.owner),
+            None
+        )
+        .await
+        .status,
+        404
+    );
+    let forged = format!("{}x", &key[..key.len() - 1]);
+    assert_eq!(
+        api.call(Method::GET, "/v1/me", Some(&forged), None)
+            .await
+            .status,
+        401
+    );
+}
+
+async fn a_token_of_one_shop_reaches_nothing_of_another(api: Api) {
+    let a = api.create_shop("a@example.com").await;
+    let b = api.create_shop("b@example.com").await;
+    let b_staff = api
+        .add_member(&b.owner, "staff@b.example.com", "staff")
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b_key = api
+        .call(
+            Method::POST,
+            "/v1/api-keys",
+            Some(&b.owner),
+            Some(json!({"name": "B"})),
+        )
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let patch = api
+        .call(
+            Method::PATCH,
+            &format!("/v1/members/{b_staff}"),
+            Some(&a.owner),
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_eq!(
+        patch.status, 404,
+        "another shop's member does not exist for A"
+    );
+    let revoke = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/api-keys/{b_key}"),
+            Some(&a.owner),
+            None,
+        )
+        .await;
+    assert_eq!(revoke.status, 404);
+    let a_members = api
+        .call(Method::GET, "/v1/members", Some(&a.owner), None)
+        .await;
+    let emails: Vec<&str> = a_members.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(emails, ["a@example.com"]);
+    let a_keys = api
+        .call(Method::GET, "/v1/api-keys", Some(&a.owner), None)
+        .await;
+    assert_eq!(a_keys.body["items"].as_array().unwrap().len(), 0);
+    let login_elsewhere = api
+        .login(&b.tenant_id, "a@example.com", "correct horse battery")
+        .await;
+    assert_eq!(
+        login_elsewhere.status, 401,
+        "an account belongs to one shop"
+    );
+}
+
+async fn expired_tampered_unsigned_and_missing_tokens_are_401(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    let me = |token: Option<String>| {
+        let api = &api;
+        async move {
+            api.call(Method::GET, "/v1/me", token.as_deref(), None)
+                .await
+        }
+    };
+    let missing = me(None).await;
+    assert_eq!(missing.status, 401);
+    assert_eq!(missing.headers["www-authenticate"], "Bearer");
+    assert_eq!(me(Some("garbage".into())).await.status, 401);
+    let parts: Vec<&str> = shop.owner.split('.').collect();
+    let mut claims: Value =
+        serde_json::from_slice(&storefront::crypto::b64url_decode(parts[1]).unwrap()).unwrap();
+    claims["role"] = json!("owner");
+    claims["tid"] = json!("ten_01JD0000000000000000000000");
+    let forged_payload = storefront::crypto::b64url(claims.to_string().as_bytes());
+    assert_eq!(
+        me(Some(format!(
+            "{}.{}.{}",
+            parts[0], forged_payload, parts[2]
+        )))
+        .await
+        .status,
+        401,
+        "tampered"
+    );
+    let none_header = storefront::crypto::b64url(br#"{"alg":"none","typ":"JWT"}"#);
+    assert_eq!(
+        me(Some(format!("{none_header}.{}.", parts[1])))
+            .await
+            .status,
+        401,
+        "alg=none"
+    );
+    let hs_header = storefront::crypto::b64url(br#"{"alg":"HS256","typ":"JWT"}"#);
+    assert_eq!(
+        me(Some(format!("{hs_header}.{}.{}", parts[1], parts[2])))
+            .await
+            .status,
+        401,
+        "HS256"
+    );
+    assert_eq!(me(Some(shop.owner.clone())).await.status, 200);
+    api.clock.advance(Duration::from_secs(15 * 60 + 1));
+    assert_eq!(
+        me(Some(shop.owner.clone())).await.status,
+        401,
+        "expired after 15 minutes"
+    );
+    let basic = api
+        .call_from("203.0.113.1", Method::GET, "/v1/me", None, None)
+        .await;
+    assert_eq!(basic.status, 401);
+}
+
+async fn two_simultaneous_signups_with_one_email_make_one_account(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    let (a, b) = tokio::join!(
+        api.signup(&shop.tenant_id, "twin@example.com"),
+        api.signup(&shop.tenant_id, "twin@example.com")
+    );
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(statuses, [201, 409]);
+    let members_and_customers_login = api
+        .login(&shop.tenant_id, "twin@example.com", "a long passphrase")
+        .await;
+    assert_eq!(members_and_customers_login.status, 200);
+}
+
+/// Where .ci/setup installed PyJWT (the independent verifier).
+fn python() -> std::path::PathBuf {
+    let moto = std::env::var_os("STOREFRONT_MOTO_SERVER").map(std::path::PathBuf::from);
+    match moto.as_ref().and_then(|m| m.parent()) {
+        Some(bin) => bin.join("python"),
+        None => std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+            .join(".cache/storefront/venv/bin/python"),
+    }
+}
+
+#[tokio::test]
+async fn the_published_jwks_verifies_an_access_token_with_an_independent_jwt_library() {
+    let local = LocalServer::start().await;
+    let create = local
+        .client
+        .post(local.url("/v1/tenants"))
+        .json(&json!({"name": "Shop", "owner": {"email": "o@example.com", "password": "correct horse battery", "name": "O"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(create.status(), 201);
+    let created: Value = create.json().await.unwrap();
+    let token = created["tokens"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let jwks = local
+        .client
+        .get(local.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jwks.status(), 200);
+    assert!(jwks.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("max-age"));
+    let jwks: Value = jwks.json().await.unwrap();
+    let script = r#"
+import json, sys, jwt
+token, jwks = sys.argv[1], json.loads(sys.argv[2])
+kid = jwt.get_unverified_header(token)["kid"]
+key = next(k for k in jwks["keys"] if k["kid"] == kid)
+claims = jwt.decode(token, jwt.PyJWK(key).key, algorithms=["EdDSA"], audience="storefront-api", issuer="storefront")
+print(json.dumps(claims))
+"#;
+    let output = std::process::Command::new(python())
+        .args(["-c", script, &token, &jwks.to_string()])
+        .output()
+        .expect("python with PyJWT (run .ci/test)");
+    assert!(
+        output.status.success(),
+        "PyJWT refused the token: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let claims: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(claims["sub"], created["user"]["id"]);
+    assert_eq!(claims["tid"], created["tenant"]["id"]);
+    assert_eq!(claims["role"], "owner");
+    assert!(claims["sid"].as_str().unwrap().starts_with("ses_"));
+    let tampered = format!("{}x", &token[..token.len() - 2]);
+    let refused = std::process::Command::new(python())
+        .args(["-c", script, &tampered, &jwks.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "PyJWT must refuse a tampered token"
+    );
+    local.server.stop().await;
+}
+
+#[tokio::test]
+async fn the_local_server_serves_the_identity_flow_over_http() {
+    let local = LocalServer::start().await;
+    let c = &local.client;
+    let create: Value = c
+        .post(local.url("/v1/tenants"))
+        .json(&json!({"name": "Shop", "owner": {"email": "o@example.com", "password": "correct horse battery", "name": "O"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tenant_id = create["tenant"]["id"].as_str().unwrap();
+    let signup = c
+        .post(local.url("/v1/auth/signup"))
+        .json(&json!({"tenant_id": tenant_id, "email": "c@example.com", "password": "customer password", "name": "C"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signup.status(), 201);
+    let login = c
+        .post(local.url("/v1/auth/login"))
+        .json(&json!({"tenant_id": tenant_id, "email": "c@example.com", "password": "customer password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let tokens: Value = login.json().await.unwrap();
+    let me = c
+        .get(local.url("/v1/me"))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let sessions: Value = c
+        .get(local.url("/v1/sessions"))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        sessions["items"][0]["ip"], "127.0.0.1",
+        "the local server records the peer address"
+    );
+    local.server.stop().await;
+}
