@@ -33,13 +33,66 @@ const WORKER_POLL: Duration = Duration::from_millis(100);
 /// Uploads through presigned URLs may be larger than API bodies (images up to 10 MiB).
 const MAX_UPLOAD_BYTES: usize = 10 * 1024 * 1024;
 
-/// Command-line flags, each with an environment variable.
-#[derive(Clone, Debug, clap::Parser)]
+/// The command line: serve (the default), or rotate the signing keys.
+#[derive(Debug, clap::Parser)]
 #[command(
     name = "storefront-local",
     version,
     about = "Run the whole Storefront API locally"
 )]
+pub struct Cli {
+    #[command(flatten)]
+    pub options: Options,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Add a new token signing key (it signs from now on; the previous one still verifies)
+    /// and retire older ones. Locally, restart the server afterwards; with --aws, deploy.
+    RotateKeys(RotateKeys),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RotateKeys {
+    /// Rotate the keys kept in SSM for a deployed stack (uses your AWS credentials).
+    #[arg(long)]
+    pub aws: bool,
+    /// The SecureString parameter with the private keys (the stack's SigningKeysParameterName).
+    #[arg(long, default_value = "/storefront/signing-keys")]
+    pub signing_parameter: String,
+    /// The String parameter with the public JWKS (the stack's JwksParameter).
+    #[arg(long, default_value = "/storefront/jwks")]
+    pub jwks_parameter: String,
+}
+
+/// Rotates the signing keys of the data directory, or of SSM with `--aws`.
+pub async fn rotate_keys(options: &Options, rotate: &RotateKeys) -> anyhow::Result<String> {
+    if rotate.aws {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let ssm = aws_sdk_ssm::Client::new(&sdk);
+        let kid = storefront::auth::keys::rotate_aws(
+            &ssm,
+            &rotate.signing_parameter,
+            &rotate.jwks_parameter,
+        )
+        .await?;
+        Ok(format!(
+            "new signing key {kid} written to {} and {}; run `sam deploy` so every function reads the new JWKS",
+            rotate.signing_parameter, rotate.jwks_parameter
+        ))
+    } else {
+        let kid = storefront::auth::keys::rotate_local(&options.data_dir)?;
+        Ok(format!(
+            "new signing key {kid} in {}; restart the server to sign with it (tokens of the previous key still verify)",
+            options.data_dir.display()
+        ))
+    }
+}
+
+/// Command-line flags, each with an environment variable.
+#[derive(Clone, Debug, clap::Args)]
 pub struct Options {
     /// Address to listen on.
     #[arg(long, env = "STOREFRONT_ADDR", default_value = "127.0.0.1:3000")]

@@ -1,13 +1,26 @@
 //! `storefront-local`: the whole API on 127.0.0.1, on an embedded store that survives restarts.
+//! `storefront-local rotate-keys` rotates the token signing keys (locally or in SSM).
 
 use clap::Parser as _;
-use storefront_local::{Options, Server};
+use storefront_local::{Cli, Command, Server};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     storefront::telemetry::init("storefront-local");
-    let options = Options::parse();
-    let server = match Server::start(options).await {
+    let cli = Cli::parse();
+    if let Some(Command::RotateKeys(rotate)) = cli.command {
+        return match storefront_local::rotate_keys(&cli.options, &rotate).await {
+            Ok(message) => {
+                println!("{message}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("storefront-local: cannot rotate keys: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    let server = match Server::start(cli.options).await {
         Ok(server) => server,
         Err(e) => {
             eprintln!("storefront-local: cannot start: {e:#}");

@@ -1171,3 +1171,68 @@ async fn the_local_server_serves_the_identity_flow_over_http() {
     );
     local.server.stop().await;
 }
+
+#[tokio::test]
+async fn rotating_the_keys_in_ssm_keeps_two_live_and_publishes_their_jwks() {
+    use storefront::auth::keys::{rotate_aws, StoredKeys};
+    use storefront::auth::tokens::{Claims, AUDIENCE, ISSUER};
+    let ssm = aws_sdk_ssm::Client::new(&helpers::moto_sdk().await);
+    let prefix = helpers::unique("/storefront");
+    let (signing, jwks) = (format!("{prefix}/signing-keys"), format!("{prefix}/jwks"));
+    let read_ring = || async {
+        let value = ssm
+            .get_parameter()
+            .name(&signing)
+            .with_decryption(true)
+            .send()
+            .await
+            .unwrap();
+        let stored: StoredKeys =
+            serde_json::from_str(value.parameter().unwrap().value().unwrap()).unwrap();
+        KeyRing::from_private_keys(&stored.decode().unwrap()).unwrap()
+    };
+    let read_jwks = || async {
+        let value = ssm.get_parameter().name(&jwks).send().await.unwrap();
+        KeyRing::from_jwks(value.parameter().unwrap().value().unwrap()).unwrap()
+    };
+    let now = chrono::Utc::now().timestamp();
+    let claims = Claims {
+        sub: "usr_1".into(),
+        tid: "ten_1".into(),
+        role: "owner".into(),
+        sid: "ses_1".into(),
+        iat: now,
+        exp: now + 900,
+        iss: ISSUER.into(),
+        aud: AUDIENCE.into(),
+    };
+    let first = rotate_aws(&ssm, &signing, &jwks)
+        .await
+        .expect("first rotation creates the parameters");
+    let token = read_ring().await.issue(&claims).unwrap();
+    assert!(
+        read_jwks().await.verify(&token, now + 1).is_ok(),
+        "the published JWKS verifies the issuer's tokens"
+    );
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let second = rotate_aws(&ssm, &signing, &jwks).await.unwrap();
+    assert_ne!(first, second);
+    let public = read_jwks().await;
+    assert!(
+        public.verify(&token, now + 1).is_ok(),
+        "the previous key still verifies after one rotation"
+    );
+    assert_eq!(public.jwks()["keys"].as_array().unwrap().len(), 2);
+    let newer = read_ring().await.issue(&claims).unwrap();
+    assert_eq!(
+        jsonwebtoken::decode_header(&newer).unwrap().kid.as_deref(),
+        Some(second.as_str()),
+        "the newest key signs"
+    );
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    rotate_aws(&ssm, &signing, &jwks).await.unwrap();
+    assert!(
+        read_jwks().await.verify(&token, now + 1).is_err(),
+        "two rotations retire the first key"
+    );
+}

@@ -237,3 +237,27 @@ fn every_acknowledged_write_survives_kill_9() {
         );
     }
 }
+
+#[test]
+fn rotate_keys_adds_a_signing_key_and_keeps_the_two_newest() {
+    let dir = helpers::temp_dir();
+    for _ in 0..3 {
+        let output = Command::new(binary())
+            .args(["--data-dir"])
+            .arg(dir.path())
+            .arg("rotate-keys")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(String::from_utf8_lossy(&output.stdout).contains("new signing key"));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let keys = std::fs::read_dir(dir.path().join("keys/jwt"))
+        .unwrap()
+        .count();
+    assert_eq!(keys, 2, "older keys are retired");
+}

@@ -134,6 +134,68 @@ pub async fn load_aws(sdk: &aws_config::SdkConfig) -> anyhow::Result<KeyRing> {
     }
 }
 
+/// Rotates the keys kept in SSM: adds a new key to the SecureString `signing_parameter`
+/// (keeping the two newest) and writes the matching public JWKS to `jwks_parameter`.
+/// Returns the new key id. Deploy afterwards so every function reads the new JWKS.
+pub async fn rotate_aws(
+    ssm: &aws_sdk_ssm::Client,
+    signing_parameter: &str,
+    jwks_parameter: &str,
+) -> anyhow::Result<String> {
+    let current = match ssm
+        .get_parameter()
+        .name(signing_parameter)
+        .with_decryption(true)
+        .send()
+        .await
+    {
+        Ok(output) => {
+            let value = output
+                .parameter()
+                .and_then(|p| p.value())
+                .unwrap_or("{\"keys\":[]}");
+            serde_json::from_str(value)
+                .context("the signing keys parameter is not Storefront's key JSON")?
+        }
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_parameter_not_found()) =>
+        {
+            StoredKeys { keys: Vec::new() }
+        }
+        Err(e) => {
+            return Err(
+                anyhow::Error::new(e).context(format!("reading SSM parameter {signing_parameter}"))
+            )
+        }
+    };
+    let mut stored = current;
+    stored.rotate()?;
+    let ring = KeyRing::from_private_keys(&stored.decode()?)?;
+    let kid = stored
+        .keys
+        .last()
+        .map(|k| k.kid.clone())
+        .unwrap_or_default();
+    ssm.put_parameter()
+        .name(signing_parameter)
+        .value(serde_json::to_string(&stored)?)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .with_context(|| format!("writing SSM parameter {signing_parameter}"))?;
+    ssm.put_parameter()
+        .name(jwks_parameter)
+        .value(ring.jwks().to_string())
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .with_context(|| format!("writing SSM parameter {jwks_parameter}"))?;
+    Ok(kid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -255,7 +255,7 @@ pub async fn login(req: Request, ctx: &AppContext) -> HandlerResult {
         return Err(invalid_credentials());
     }
     let (session, tokens) = start_session(ctx, &req, &user)?;
-    ctx.table.transact(vec![session]).await.map_err(internal)?;
+    ctx.table.write(session).await?;
     tracing::info!(user_id = %user.id, tenant_id = %user.tenant_id, "signed in");
     json(StatusCode::OK, &tokens)
 }

@@ -512,4 +512,21 @@ pub trait Table: Send + Sync {
     async fn query(&self, query: Query) -> Result<Page, StoreError>;
     /// Applies every operation or none of them.
     async fn transact(&self, ops: Vec<TxOp>) -> Result<(), StoreError>;
+
+    /// Makes one write on its own, as the plain request for it rather than a transaction
+    /// (which DynamoDB bills at twice the capacity).
+    async fn write(&self, op: TxOp) -> Result<(), StoreError> {
+        match op {
+            TxOp::Put { item, condition } => self.put(item, condition).await,
+            TxOp::Update {
+                key,
+                ops,
+                condition,
+            } => self.update(&key, ops, condition).await.map(|_| ()),
+            TxOp::Delete { key, condition } => self.delete(&key, condition).await.map(|_| ()),
+            TxOp::Check { .. } => Err(StoreError::Invalid(
+                "a condition check writes nothing on its own".into(),
+            )),
+        }
+    }
 }

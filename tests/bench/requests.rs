@@ -1,0 +1,230 @@
+//! `cargo run --release -p storefront-tests --bin bench-requests`: how many table requests
+//! each API operation makes (each one a DynamoDB request on AWS: GetItem, PutItem,
+//! UpdateItem, DeleteItem, Query or TransactWriteItems), counted by wrapping the store.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::Method;
+use serde_json::{json, Value};
+use storefront::clock::SystemClock;
+use storefront::config::RateLimits;
+use storefront::context::AppContext;
+use storefront::http::{dispatch, ClientIp};
+use storefront::routes::ROUTES;
+use storefront::store::{Condition, Item, Key, Page, Query, StoreError, Table, TxOp, UpdateOp};
+
+/// A table that counts the requests made through it.
+struct Counting {
+    inner: Arc<dyn Table>,
+    calls: [AtomicUsize; 6],
+}
+
+const NAMES: [&str; 6] = [
+    "GetItem",
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "Query",
+    "TransactWriteItems",
+];
+
+impl Counting {
+    fn count(&self, i: usize) {
+        self.calls[i].fetch_add(1, Ordering::SeqCst);
+    }
+    fn take(&self) -> String {
+        let counts: Vec<usize> = self
+            .calls
+            .iter()
+            .map(|c| c.swap(0, Ordering::SeqCst))
+            .collect();
+        let total: usize = counts.iter().sum();
+        let parts: Vec<String> = counts
+            .iter()
+            .zip(NAMES)
+            .filter(|(n, _)| **n > 0)
+            .map(|(n, name)| format!("{n} {name}"))
+            .collect();
+        format!("{total} | {}", parts.join(", "))
+    }
+}
+
+#[async_trait]
+impl Table for Counting {
+    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+        self.count(0);
+        self.inner.get(key).await
+    }
+    async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError> {
+        self.count(1);
+        self.inner.put(item, condition).await
+    }
+    async fn update(
+        &self,
+        key: &Key,
+        ops: Vec<UpdateOp>,
+        condition: Option<Condition>,
+    ) -> Result<Item, StoreError> {
+        self.count(2);
+        self.inner.update(key, ops, condition).await
+    }
+    async fn delete(
+        &self,
+        key: &Key,
+        condition: Option<Condition>,
+    ) -> Result<Option<Item>, StoreError> {
+        self.count(3);
+        self.inner.delete(key, condition).await
+    }
+    async fn query(&self, query: Query) -> Result<Page, StoreError> {
+        self.count(4);
+        self.inner.query(query).await
+    }
+    async fn transact(&self, ops: Vec<TxOp>) -> Result<(), StoreError> {
+        self.count(5);
+        self.inner.transact(ops).await
+    }
+}
+
+async fn call(
+    ctx: &AppContext,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut builder = http::Request::builder().method(method).uri(path);
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    let body = match body {
+        Some(b) => {
+            builder = builder.header("content-type", "application/json");
+            lambda_http::Body::from(b.to_string())
+        }
+        None => lambda_http::Body::Empty,
+    };
+    let mut req = builder.body(body).expect("request");
+    req.extensions_mut().insert(ClientIp("203.0.113.9".into()));
+    let response = dispatch(ctx, ROUTES, req).await;
+    let bytes: &[u8] = response.body().as_ref();
+    (
+        response.status().as_u16(),
+        serde_json::from_slice(bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let embedded = AppContext::embedded(
+        dir.path(),
+        "http://127.0.0.1:9",
+        RateLimits::default(),
+        Arc::new(SystemClock),
+    )?;
+    let counting = Arc::new(Counting {
+        inner: embedded.ctx.table.clone(),
+        calls: Default::default(),
+    });
+    let mut ctx = embedded.ctx.clone();
+    ctx.table = counting.clone();
+    let mut rows = Vec::new();
+    let mut row =
+        |name: &str, status: u16| rows.push(format!("| {name} | {status} | {} |", counting.take()));
+
+    let (s, shop) = call(&ctx, Method::POST, "/v1/tenants", None, Some(json!({"name": "Shop", "owner": {"email": "o@example.com", "password": "correct horse battery", "name": "O"}}))).await;
+    row("POST /v1/tenants", s);
+    let tenant = shop["tenant"]["id"].as_str().unwrap_or_default().to_owned();
+    let owner = shop["tokens"]["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let refresh = shop["tokens"]["refresh_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (s, _) = call(&ctx, Method::POST, "/v1/auth/signup", None, Some(json!({"tenant_id": tenant, "email": "c@example.com", "password": "customer password", "name": "C"}))).await;
+    row("POST /v1/auth/signup", s);
+    let (s, _) = call(
+        &ctx,
+        Method::POST,
+        "/v1/auth/login",
+        None,
+        Some(
+            json!({"tenant_id": tenant, "email": "c@example.com", "password": "customer password"}),
+        ),
+    )
+    .await;
+    row("POST /v1/auth/login", s);
+    let (s, _) = call(&ctx, Method::POST, "/v1/auth/login", None, Some(json!({"tenant_id": tenant, "email": "nobody@example.com", "password": "customer password"}))).await;
+    row("POST /v1/auth/login (unknown email, 401)", s);
+    let (s, _) = call(
+        &ctx,
+        Method::POST,
+        "/v1/auth/refresh",
+        None,
+        Some(json!({"refresh_token": refresh})),
+    )
+    .await;
+    row("POST /v1/auth/refresh", s);
+    let (s, _) = call(&ctx, Method::GET, "/v1/me", Some(&owner), None).await;
+    row("GET /v1/me (access token)", s);
+    let (s, _) = call(&ctx, Method::GET, "/v1/sessions", Some(&owner), None).await;
+    row("GET /v1/sessions", s);
+    let (s, member) = call(&ctx, Method::POST, "/v1/members", Some(&owner), Some(json!({"email": "s@example.com", "name": "S", "password": "staff password", "role": "staff"}))).await;
+    row("POST /v1/members", s);
+    let (s, _) = call(&ctx, Method::GET, "/v1/members", Some(&owner), None).await;
+    row("GET /v1/members", s);
+    let member_id = member["id"].as_str().unwrap_or_default().to_owned();
+    let (s, _) = call(
+        &ctx,
+        Method::PATCH,
+        &format!("/v1/members/{member_id}"),
+        Some(&owner),
+        Some(json!({"role": "admin"})),
+    )
+    .await;
+    row("PATCH /v1/members/{id}", s);
+    let (s, key) = call(
+        &ctx,
+        Method::POST,
+        "/v1/api-keys",
+        Some(&owner),
+        Some(json!({"name": "K"})),
+    )
+    .await;
+    row("POST /v1/api-keys", s);
+    let secret = key["key"].as_str().unwrap_or_default().to_owned();
+    let (s, _) = call(&ctx, Method::GET, "/v1/me", Some(&secret), None).await;
+    row("GET /v1/me (API key, first use)", s);
+    let (s, _) = call(&ctx, Method::GET, "/v1/me", Some(&secret), None).await;
+    row("GET /v1/me (API key, again within a minute)", s);
+    let (s, _) = call(&ctx, Method::GET, "/v1/api-keys", Some(&owner), None).await;
+    row("GET /v1/api-keys", s);
+    let key_id = key["id"].as_str().unwrap_or_default().to_owned();
+    let (s, _) = call(
+        &ctx,
+        Method::DELETE,
+        &format!("/v1/api-keys/{key_id}"),
+        Some(&owner),
+        None,
+    )
+    .await;
+    row("DELETE /v1/api-keys/{id}", s);
+    let (s, _) = call(&ctx, Method::POST, "/v1/auth/logout", Some(&owner), None).await;
+    row("POST /v1/auth/logout", s);
+    let (s, _) = call(&ctx, Method::GET, "/health", None, None).await;
+    row("GET /health", s);
+    let (s, _) = call(&ctx, Method::GET, "/.well-known/jwks.json", None, None).await;
+    row("GET /.well-known/jwks.json", s);
+
+    println!("| operation | status | table requests | of which |");
+    println!("|---|--:|--:|---|");
+    for r in rows {
+        println!("{r}");
+    }
+    Ok(())
+}
