@@ -309,8 +309,18 @@ async fn blob(embedded: &Embedded, req: http::Request<Incoming>) -> LocalRespons
                     .headers_mut()
                     .insert(http::header::CONTENT_TYPE, ct);
             }
+            let request_id = embedded.ctx.ids.next(storefront::ids::IdKind::Request);
+            if let Ok(value) = http::HeaderValue::from_str(&request_id) {
+                response
+                    .headers_mut()
+                    .insert(storefront::http::REQUEST_ID, value);
+            }
             response
         }
+        Err(PresignRefusal::StoreFailed) => into_local(refuse(
+            &embedded.ctx,
+            storefront::http::internal(anyhow::anyhow!("the local blob store failed")),
+        )),
         Err(refusal) => {
             tracing::info!(key, reason = %refusal, "presigned request refused");
             into_local(refuse(

@@ -18,6 +18,9 @@ pub async fn serve_http(ctx: AppContext, function: &'static str) -> Result<(), E
     if routes.is_empty() {
         return Err(format!("no route in the route table is served by `{function}`").into());
     }
+    if ctx.keys.verifies_nothing() {
+        tracing::warn!("no token verification keys (STOREFRONT_JWKS is unset): every bearer token will get 401");
+    }
     let ctx = Arc::new(ctx);
     let routes: Arc<[&'static routes::Route]> = routes.into();
     lambda_http::run(lambda_http::service_fn(move |req| {

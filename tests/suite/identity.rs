@@ -212,7 +212,92 @@ conformance!(embedded, dynamo;
     a_token_of_one_shop_reaches_nothing_of_another,
     expired_tampered_unsigned_and_missing_tokens_are_401,
     two_simultaneous_signups_with_one_email_make_one_account,
+    a_demoted_admin_loses_member_and_key_rights_at_once,
+    sessions_are_paged_with_limit_and_cursor,
 );
+
+async fn a_demoted_admin_loses_member_and_key_rights_at_once(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    let admin = api
+        .add_member(&shop.owner, "admin@example.com", "admin")
+        .await;
+    let admin_id = admin.body["id"].as_str().unwrap().to_owned();
+    let admin_token = api
+        .login(&shop.tenant_id, "admin@example.com", "member password")
+        .await
+        .token();
+    assert_eq!(
+        api.add_member(&admin_token, "one@example.com", "staff")
+            .await
+            .status,
+        201
+    );
+    let demote = api
+        .call(
+            Method::PATCH,
+            &format!("/v1/members/{admin_id}"),
+            Some(&shop.owner),
+            Some(json!({"role": "staff"})),
+        )
+        .await;
+    assert_eq!(demote.status, 200);
+    // The admin's token still says admin for up to 15 minutes; the store says staff.
+    assert_eq!(
+        api.add_member(&admin_token, "two@example.com", "staff")
+            .await
+            .status,
+        403
+    );
+    let key = api
+        .call(
+            Method::POST,
+            "/v1/api-keys",
+            Some(&admin_token),
+            Some(json!({"name": "Escape hatch"})),
+        )
+        .await;
+    assert_eq!(key.status, 403, "no admin key minted after the demotion");
+}
+
+async fn sessions_are_paged_with_limit_and_cursor(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    for _ in 0..2 {
+        api.clock.advance(Duration::from_millis(5));
+        assert_eq!(
+            api.login(
+                &shop.tenant_id,
+                "owner@example.com",
+                "correct horse battery"
+            )
+            .await
+            .status,
+            200
+        );
+    }
+    let first = api
+        .call(Method::GET, "/v1/sessions?limit=2", Some(&shop.owner), None)
+        .await;
+    assert_eq!(first.body["items"].as_array().unwrap().len(), 2);
+    let cursor = first.body["next_cursor"]
+        .as_str()
+        .expect("a third session remains")
+        .to_owned();
+    let second = api
+        .call(
+            Method::GET,
+            &format!("/v1/sessions?limit=2&cursor={cursor}"),
+            Some(&shop.owner),
+            None,
+        )
+        .await;
+    let items = second.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        items[0]["current"], true,
+        "the oldest session is the caller's own"
+    );
+    assert!(second.body["next_cursor"].is_null());
+}
 
 async fn creating_a_shop_returns_the_shop_its_owner_and_working_tokens(api: Api) {
     let body = json!({"name": "  Tea Shop ", "owner": {"email": "Owner@Example.com", "password": "correct horse battery", "name": "Ada"}});

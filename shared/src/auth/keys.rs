@@ -5,7 +5,9 @@
 //! - AWS: functions that issue tokens read the private keys from an SSM SecureString
 //!   parameter named by `STOREFRONT_SIGNING_KEYS_PARAMETER` (their IAM policy names it, no
 //!   other function's does); every other function verifies with the public JWKS that
-//!   template.yaml passes in `STOREFRONT_JWKS`.
+//!   template.yaml passes in `STOREFRONT_JWKS`. An issuer signs only with keys that JWKS
+//!   names, so a key added by `rotate-keys --aws` starts signing after the next deploy has
+//!   published it to every verifier, never before.
 
 use std::path::Path;
 
@@ -126,7 +128,12 @@ pub async fn load_aws(sdk: &aws_config::SdkConfig) -> anyhow::Result<KeyRing> {
             .context("the signing keys parameter is empty")?;
         let stored: StoredKeys = serde_json::from_str(value)
             .context("the signing keys parameter is not Storefront's key JSON")?;
-        return KeyRing::from_private_keys(&stored.decode()?);
+        return match std::env::var("STOREFRONT_JWKS") {
+            Ok(jwks) => {
+                KeyRing::from_published_private_keys(&stored.decode()?, &KeyRing::kids_of(&jwks))
+            }
+            Err(_) => KeyRing::from_private_keys(&stored.decode()?),
+        };
     }
     match std::env::var("STOREFRONT_JWKS") {
         Ok(jwks) => KeyRing::from_jwks(&jwks),

@@ -56,6 +56,19 @@ impl Caller {
         }
     }
 
+    /// The caller with the role the store holds now. An access token carries the role it
+    /// was issued with for up to 15 minutes; decisions that change who may do what (members,
+    /// API keys) re-read it, so a demotion takes effect at once.
+    pub async fn with_current_role(mut self, ctx: &AppContext) -> Result<Self, ApiError> {
+        if let Principal::User { user_id, .. } = &self.principal {
+            let user = crate::repo::users::get(ctx.table.as_ref(), &self.tenant_id, user_id)
+                .await?
+                .ok_or_else(|| unauthorized("This account no longer exists."))?;
+            self.role = user.role;
+        }
+        Ok(self)
+    }
+
     /// The signed-in user and session, or 403 for an API key (which has neither).
     pub fn user(&self) -> Result<(&str, &str), ApiError> {
         match &self.principal {

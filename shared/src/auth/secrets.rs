@@ -1,7 +1,7 @@
 //! The opaque secrets handed to clients, and what is stored of them (a SHA-256, never the
 //! secret): refresh tokens and API keys.
 
-use crate::crypto::{random_bytes, random_token, sha256_hex};
+use crate::crypto::{random_token, sha256_hex};
 
 pub const API_KEY_PREFIX: &str = "sk_";
 
@@ -62,8 +62,9 @@ impl RefreshToken {
     }
 }
 
-/// An API key: `sk_<12 hex prefix>_<secret>`. The prefix finds the stored key and is shown
-/// in listings; the whole key's hash is what is compared.
+/// An API key: `sk_<prefix>_<secret>`, where the prefix is the key id's ULID in lower case
+/// (26 characters). The prefix finds the stored key (and is shown in listings); the whole
+/// key's hash is what is compared.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKeySecret {
     pub prefix: String,
@@ -76,9 +77,18 @@ impl std::fmt::Debug for ApiKeySecret {
     }
 }
 
+/// The lookup prefix of the API key with id `key_<ULID>`.
+pub fn api_key_prefix(key_id: &str) -> Option<String> {
+    let ulid = key_id.strip_prefix("key_")?;
+    (ulid.len() == 26 && ulid.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .then(|| ulid.to_ascii_lowercase())
+}
+
 impl ApiKeySecret {
-    pub fn generate() -> anyhow::Result<Self> {
-        let prefix = hex::encode(random_bytes(6)?);
+    /// A new key for the key id `key_<ULID>`.
+    pub fn generate(key_id: &str) -> anyhow::Result<Self> {
+        let prefix = api_key_prefix(key_id)
+            .ok_or_else(|| anyhow::anyhow!("`{key_id}` is not an API key id"))?;
         let key = format!("{API_KEY_PREFIX}{prefix}_{}", random_token(32)?);
         Ok(Self { prefix, key })
     }
@@ -86,7 +96,10 @@ impl ApiKeySecret {
     pub fn parse(raw: &str) -> Option<Self> {
         let rest = raw.strip_prefix(API_KEY_PREFIX)?;
         let (prefix, secret) = rest.split_once('_')?;
-        let valid_prefix = prefix.len() == 12 && prefix.bytes().all(|b| b.is_ascii_hexdigit());
+        let valid_prefix = prefix.len() == 26
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
         (valid_prefix && secret.len() >= 32 && raw.len() <= 128).then(|| Self {
             prefix: prefix.to_owned(),
             key: raw.to_owned(),
@@ -119,15 +132,22 @@ mod tests {
 
     #[test]
     fn an_api_key_round_trips_and_malformed_ones_are_refused() {
-        let key = ApiKeySecret::generate().unwrap();
-        assert!(key.expose().starts_with("sk_"));
+        let key = ApiKeySecret::generate("key_01JD0000000000000000000000").unwrap();
+        assert!(key.expose().starts_with("sk_01jd0000000000000000000000_"));
         assert_eq!(ApiKeySecret::parse(key.expose()).unwrap(), key);
+        assert!(ApiKeySecret::generate("usr_01JD0000000000000000000000").is_err());
+        let long_secret = "a".repeat(43);
         assert!(
-            ApiKeySecret::parse("sk_nothex000000_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").is_none()
+            ApiKeySecret::parse(&format!("sk_01jd00000000000000000000!0_{long_secret}")).is_none()
         );
-        assert!(ApiKeySecret::parse("sk_0123456789ab_short").is_none());
+        assert!(ApiKeySecret::parse("sk_01jd0000000000000000000000_short").is_none());
         assert!(
-            ApiKeySecret::parse("pk_0123456789ab_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").is_none()
+            ApiKeySecret::parse(&format!("pk_01jd0000000000000000000000_{long_secret}")).is_none()
         );
+        assert_eq!(
+            api_key_prefix("key_01JD0000000000000000000000").as_deref(),
+            Some("01jd0000000000000000000000")
+        );
+        assert_eq!(api_key_prefix("key_short"), None);
     }
 }

@@ -101,6 +101,44 @@ impl KeyRing {
         })
     }
 
+    /// As [`Self::from_private_keys`], but only keys already published (named in
+    /// `published`, the JWKS every function was deployed with) may sign: after a rotation
+    /// the new key signs only once a deploy has told every verifier about it.
+    pub fn from_published_private_keys(
+        keys: &[(String, Vec<u8>)],
+        published: &[String],
+    ) -> anyhow::Result<Self> {
+        let signable: Vec<_> = keys
+            .iter()
+            .filter(|(kid, _)| published.contains(kid))
+            .cloned()
+            .collect();
+        anyhow::ensure!(
+            !signable.is_empty(),
+            "no signing key is in the published JWKS; run `sam deploy` after `rotate-keys --aws`"
+        );
+        Self::from_private_keys(&signable)
+    }
+
+    /// Whether this ring verifies no token at all (a function given no keys).
+    pub fn verifies_nothing(&self) -> bool {
+        self.verifiers.is_empty()
+    }
+
+    /// The key ids of a JWKS document.
+    pub fn kids_of(jwks: &str) -> Vec<String> {
+        serde_json::from_str::<serde_json::Value>(jwks)
+            .ok()
+            .and_then(|d| {
+                d["keys"].as_array().map(|keys| {
+                    keys.iter()
+                        .filter_map(|k| k["kid"].as_str().map(str::to_owned))
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
+    }
+
     /// A ring that can only verify, from a published JWKS document.
     pub fn from_jwks(jwks: &str) -> anyhow::Result<Self> {
         let document: serde_json::Value =

@@ -23,7 +23,8 @@ use crate::crypto::SigningKey;
 /// The path under which the local server serves presigned blob URLs.
 pub const ROUTE_PREFIX: &str = "/_blobs/";
 
-/// Why a presigned request was refused (each becomes a 403, as S3 answers).
+/// Why a presigned request was refused (each becomes a 403, as S3 answers), or
+/// [`PresignRefusal::StoreFailed`] when the store itself failed.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PresignRefusal {
     #[error("the URL is not presigned or its signature does not match")]
@@ -36,6 +37,9 @@ pub enum PresignRefusal {
     WrongContentType,
     #[error("the body length does not match the signed Content-Length")]
     WrongContentLength,
+    /// Not a refusal: the store itself failed (a 500, logged).
+    #[error("the blob store failed")]
+    StoreFailed,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -185,7 +189,7 @@ impl EmbeddedBlobs {
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, key, "storing a presigned upload failed");
-                PresignRefusal::BadSignature
+                PresignRefusal::StoreFailed
             })
     }
 
@@ -195,7 +199,7 @@ impl EmbeddedBlobs {
         self.verify("GET", key, query)?;
         self.read(key).await.map_err(|e| {
             tracing::error!(error = %e, key, "reading a presigned download failed");
-            PresignRefusal::BadSignature
+            PresignRefusal::StoreFailed
         })
     }
 

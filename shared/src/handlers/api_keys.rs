@@ -10,15 +10,13 @@ use crate::clock::rfc3339;
 use crate::context::AppContext;
 use crate::domain::{Invalid, PersonName, Role};
 use crate::http::pagination::{page_request, PageBody};
-use crate::http::{json, no_content, parse_json, path_param, ApiError, HandlerResult, Request};
+use crate::http::{
+    internal, json, no_content, parse_json, path_param, ApiError, HandlerResult, Request,
+};
 use crate::ids::IdKind;
 use crate::repo::api_keys::{self, ApiKey, ApiKeyView};
 use crate::store::Index;
 use crate::validate;
-
-fn internal(e: impl Into<anyhow::Error>) -> ApiError {
-    ApiError::Internal(e.into())
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,16 +46,20 @@ fn key_role(raw: Option<&str>, creator: Role) -> Result<Role, Invalid> {
 /// Creates a key (role `admin` unless narrower) and shows it this once.
 #[tracing::instrument(skip_all)]
 pub async fn create(req: Request, ctx: &AppContext) -> HandlerResult {
-    let caller = authenticate(&req, ctx).await?;
+    let caller = authenticate(&req, ctx)
+        .await?
+        .with_current_role(ctx)
+        .await?;
     caller.require(Role::Admin)?;
     let body: CreateKey = parse_json(&req)?;
     validate! {
         name = PersonName::parse(&body.name) => "name",
         role = key_role(body.role.as_deref(), caller.role) => "role",
     }
-    let secret = ApiKeySecret::generate().map_err(internal)?;
+    let id = ctx.ids.next(IdKind::ApiKey);
+    let secret = ApiKeySecret::generate(&id).map_err(internal)?;
     let api_key = ApiKey {
-        id: ctx.ids.next(IdKind::ApiKey),
+        id,
         tenant_id: caller.tenant_id.clone(),
         name: name.as_str().to_owned(),
         role,
@@ -103,7 +105,10 @@ pub async fn list(req: Request, ctx: &AppContext) -> HandlerResult {
 /// Revokes a key: it stops working at once.
 #[tracing::instrument(skip_all)]
 pub async fn revoke(req: Request, ctx: &AppContext) -> HandlerResult {
-    let caller = authenticate(&req, ctx).await?;
+    let caller = authenticate(&req, ctx)
+        .await?
+        .with_current_role(ctx)
+        .await?;
     caller.require(Role::Admin)?;
     let id = path_param(&req, "id")?;
     if api_keys::revoke(ctx.table.as_ref(), &caller.tenant_id, &id)

@@ -10,7 +10,9 @@ use crate::auth::{authenticate, passwords};
 use crate::clock::rfc3339;
 use crate::context::AppContext;
 use crate::domain::{Email, Password, PersonName, Role};
-use crate::http::{client_ip, json, no_content, parse_json, ApiError, HandlerResult, Request};
+use crate::http::{
+    client_ip, internal, json, no_content, parse_json, ApiError, HandlerResult, Request,
+};
 use crate::ids::IdKind;
 use crate::repo::rate_limits::{self, Limit};
 use crate::repo::sessions::{self, Session};
@@ -26,10 +28,6 @@ pub struct Tokens {
     pub refresh_token: String,
     pub token_type: &'static str,
     pub expires_in: i64,
-}
-
-fn internal(e: impl Into<anyhow::Error>) -> ApiError {
-    ApiError::Internal(e.into())
 }
 
 fn invalid_credentials() -> ApiError {
@@ -78,7 +76,6 @@ pub(crate) fn start_session(
         ip: client_ip(req).map(str::to_owned),
         refresh_hash: refresh.hash(),
         spent: Vec::new(),
-        revoked: false,
     };
     let op = sessions::create(&session, now.timestamp()).map_err(internal)?;
     let tokens = Tokens {
@@ -159,6 +156,14 @@ pub async fn signup(req: Request, ctx: &AppContext) -> HandlerResult {
         password = Password::parse(&body.password) => "password",
         name = PersonName::parse(&body.name) => "name",
     }
+    // Checked before the (deliberately expensive) hash, so requests for unknown shops cost
+    // one read; the transaction checks again, against a shop deleted in between.
+    if tenants::get(ctx.table.as_ref(), &tenant_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found("No shop has this id."));
+    }
     let user = new_user(ctx, &tenant_id, &email, &name, &password, Role::Customer).await?;
     let (session, tokens) = start_session(ctx, &req, &user)?;
     let [create_user, lock_email] = users::create(&user, &email).map_err(internal)?;
@@ -184,6 +189,10 @@ pub async fn signup(req: Request, ctx: &AppContext) -> HandlerResult {
         },
     )
 }
+
+/// Ids that name nothing, read in place of a malformed shop id or an unknown email.
+const NO_TENANT: &str = "ten_00000000000000000000000000";
+const NO_USER: &str = "usr_00000000000000000000000000";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -235,13 +244,20 @@ pub async fn login(req: Request, ctx: &AppContext) -> HandlerResult {
         )]));
     }
     limit_login(ctx, &req, &body.tenant_id, email.as_str()).await?;
-    let user = if IdKind::Tenant.matches(&body.tenant_id) {
-        users::find_by_email(ctx.table.as_ref(), &body.tenant_id, &email)
-            .await
-            .map_err(internal)?
+    // Every path makes the same two reads and one verification, so neither the answer nor
+    // its timing tells a wrong shop, an unknown email and a wrong password apart.
+    let tenant_id = if IdKind::Tenant.matches(&body.tenant_id) {
+        body.tenant_id.as_str()
     } else {
-        None
+        NO_TENANT
     };
+    let owner = users::owner_of_email(ctx.table.as_ref(), tenant_id, &email).await?;
+    let user = users::get(
+        ctx.table.as_ref(),
+        tenant_id,
+        owner.as_deref().unwrap_or(NO_USER),
+    )
+    .await?;
     let Some(user) = user else {
         passwords::verify_nothing(&body.password)
             .await
@@ -280,10 +296,9 @@ pub async fn refresh(req: Request, ctx: &AppContext) -> HandlerResult {
     let session = sessions::get(table, &token.tenant_id, &token.user_id, &token.session_id)
         .await
         .map_err(internal)?
-        .filter(|s| !s.revoked)
         .ok_or_else(refresh_refused)?;
     let presented = token.hash();
-    if presented != session.refresh_hash {
+    if !crate::crypto::same_secret(&presented, &session.refresh_hash) {
         if session.spent.contains(&presented) {
             sessions::revoke(table, &session.tenant_id, &session.user_id, &session.id)
                 .await
@@ -310,11 +325,14 @@ pub async fn refresh(req: Request, ctx: &AppContext) -> HandlerResult {
     {
         Ok(()) => {}
         Err(e) if e.is_condition_failed() => {
-            // Another request spent this token first: the same token used twice.
-            sessions::revoke(table, &session.tenant_id, &session.user_id, &session.id)
-                .await
-                .map_err(internal)?;
-            tracing::warn!(session_id = %session.id, "refresh token spent twice concurrently: session revoked");
+            // The session changed since we read it: ended meanwhile (logout), or this same
+            // token spent by a concurrent request, which is reuse.
+            let now_stored =
+                sessions::get(table, &session.tenant_id, &session.user_id, &session.id).await?;
+            if now_stored.is_some() {
+                sessions::revoke(table, &session.tenant_id, &session.user_id, &session.id).await?;
+                tracing::warn!(session_id = %session.id, "refresh token spent twice concurrently: session revoked");
+            }
             return Err(refresh_refused());
         }
         Err(e) => return Err(internal(e)),

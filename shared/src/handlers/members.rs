@@ -10,14 +10,10 @@ use crate::auth::{authenticate, Caller};
 use crate::context::AppContext;
 use crate::domain::{Email, Invalid, Password, PersonName, Role};
 use crate::http::pagination::{page_request, PageBody};
-use crate::http::{json, parse_json, path_param, ApiError, HandlerResult, Request};
+use crate::http::{internal, json, parse_json, path_param, ApiError, HandlerResult, Request};
 use crate::repo::users;
 use crate::store::Index;
 use crate::validate;
-
-fn internal(e: impl Into<anyhow::Error>) -> ApiError {
-    ApiError::Internal(e.into())
-}
 
 /// The roles a member can be given: staff, admin, and (by an owner only) owner.
 fn member_role(raw: &str) -> Result<Role, Invalid> {
@@ -50,7 +46,10 @@ struct CreateMember {
 /// Adds a staff member or admin with a password they can sign in with.
 #[tracing::instrument(skip_all)]
 pub async fn create(req: Request, ctx: &AppContext) -> HandlerResult {
-    let caller = authenticate(&req, ctx).await?;
+    let caller = authenticate(&req, ctx)
+        .await?
+        .with_current_role(ctx)
+        .await?;
     caller.require(Role::Admin)?;
     let body: CreateMember = parse_json(&req)?;
     validate! {
@@ -99,7 +98,10 @@ struct UpdateMember {
 /// owner, or making one, is 403; demoting the caller's own last owner seat is 409.
 #[tracing::instrument(skip_all)]
 pub async fn update(req: Request, ctx: &AppContext) -> HandlerResult {
-    let caller = authenticate(&req, ctx).await?;
+    let caller = authenticate(&req, ctx)
+        .await?
+        .with_current_role(ctx)
+        .await?;
     caller.require(Role::Admin)?;
     let id = path_param(&req, "id")?;
     let body: UpdateMember = parse_json(&req)?;

@@ -90,6 +90,11 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
+/// A 500 for an unexpected failure (its cause is logged, never shown).
+pub fn internal(error: impl Into<anyhow::Error>) -> ApiError {
+    ApiError::Internal(error.into())
+}
+
 impl ApiError {
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::BadRequest {

@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::Instrument as _;
 
-pub use error::{ApiError, FieldError, RateLimited, PROBLEM_BASE, PROBLEM_JSON};
+pub use error::{internal, ApiError, FieldError, RateLimited, PROBLEM_BASE, PROBLEM_JSON};
 
 use crate::context::AppContext;
 use crate::ids::IdKind;

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{query_param, ApiError, Request};
 use crate::crypto::{b64url, b64url_decode};
-use crate::store::{Index, Position};
+use crate::store::{Index, Position, GSI1PK, GSI1SK, PK, SK};
 
 pub const DEFAULT_LIMIT: usize = 20;
 pub const MAX_LIMIT: usize = 100;
@@ -50,6 +50,19 @@ fn decode(cursor: &str, index: Index, partition: &str) -> Result<Position, ApiEr
     if position.0.get(partition_attr).map(String::as_str) != Some(partition) {
         return Err(invalid());
     }
+    // Exactly the key attributes of an item of this index, none empty: anything else would
+    // reach the store as a malformed start key.
+    let expected: &[&str] = match index {
+        Index::Primary => &[PK, SK],
+        Index::Gsi1 => &[GSI1PK, GSI1SK, PK, SK],
+    };
+    let exact = position.0.len() == expected.len()
+        && expected
+            .iter()
+            .all(|name| position.0.get(*name).is_some_and(|v| !v.is_empty()));
+    if !exact {
+        return Err(invalid());
+    }
     Ok(position)
 }
 
@@ -88,14 +101,17 @@ mod tests {
             .unwrap()
     }
 
-    fn position(pk: &str) -> Position {
+    fn position(gsi1pk: &str) -> Position {
+        let keys = [
+            ("gsi1pk", gsi1pk),
+            ("gsi1sk", "x"),
+            ("pk", "TENANT#a#USER#u"),
+            ("sk", "USER"),
+        ];
         Position(
-            [
-                ("gsi1pk".to_owned(), pk.to_owned()),
-                ("gsi1sk".to_owned(), "x".to_owned()),
-            ]
-            .into_iter()
-            .collect(),
+            keys.into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
         )
     }
 
@@ -140,6 +156,19 @@ mod tests {
                 .unwrap_err()
                 .status(),
             400
+        );
+        let mut partial = position("TENANT#a#MEMBERS");
+        partial.0.remove("sk");
+        let partial = encode(&partial);
+        let refused = page_request(
+            &req(&format!("cursor={partial}")),
+            Index::Gsi1,
+            "TENANT#a#MEMBERS",
+        );
+        assert_eq!(
+            refused.unwrap_err().status(),
+            400,
+            "a cursor missing a key attribute"
         );
     }
 }

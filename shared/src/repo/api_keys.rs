@@ -4,12 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::secrets::ApiKeySecret;
+use crate::auth::secrets::{api_key_prefix, ApiKeySecret};
 use crate::context::AppContext;
 use crate::domain::Role;
-use crate::store::{
-    Condition, Index, Item, Key, Position, Query, SortKey, StoreError, Table, UpdateOp,
-};
+use crate::store::{Condition, Index, Item, Key, Position, Query, StoreError, Table, UpdateOp};
 
 /// How stale `last_used_at` may get before a use writes it again (one write a minute at most).
 const LAST_USED_GRANULARITY_SECONDS: i64 = 60;
@@ -57,6 +55,7 @@ pub fn tenant_partition(tenant_id: &str) -> String {
     format!("TENANT#{tenant_id}#APIKEYS")
 }
 
+#[tracing::instrument(skip_all, fields(key_id = %api_key.id))]
 pub async fn create(table: &dyn Table, api_key: &ApiKey) -> Result<(), StoreError> {
     let item = Item::new(&key(&api_key.prefix))
         .with_record(api_key)?
@@ -65,6 +64,7 @@ pub async fn create(table: &dyn Table, api_key: &ApiKey) -> Result<(), StoreErro
 }
 
 /// The live key matching a presented `sk_…` credential, if any; refreshes its last use.
+#[tracing::instrument(skip_all)]
 pub async fn authenticate(ctx: &AppContext, presented: &str) -> Result<Option<ApiKey>, StoreError> {
     let Some(secret) = ApiKeySecret::parse(presented) else {
         return Ok(None);
@@ -73,7 +73,7 @@ pub async fn authenticate(ctx: &AppContext, presented: &str) -> Result<Option<Ap
         return Ok(None);
     };
     let api_key: ApiKey = item.record()?;
-    if api_key.hash != secret.hash() {
+    if !crate::crypto::same_secret(&api_key.hash, &secret.hash()) {
         return Ok(None);
     }
     let now = ctx.clock.now();
@@ -124,16 +124,17 @@ pub async fn list(
     Ok((keys, page.next))
 }
 
-/// Deletes a tenant's key by id; `false` when the tenant has no such key.
+/// Deletes a tenant's key by id; `false` when the tenant has no such key. The id names
+/// the stored item, so this is one consistent request (no index read that may lag).
+#[tracing::instrument(skip(table))]
 pub async fn revoke(table: &dyn Table, tenant_id: &str, key_id: &str) -> Result<bool, StoreError> {
-    let query = Query::partition(Index::Gsi1, tenant_partition(tenant_id))
-        .sort(SortKey::Eq(key_id.to_owned()))
-        .limit(1);
-    let Some(item) = table.query(query).await?.items.into_iter().next() else {
+    let Some(prefix) = api_key_prefix(key_id) else {
         return Ok(false);
     };
-    let condition = Condition::eq("tenant_id", tenant_id);
-    match table.delete(&item.key()?, Some(condition)).await {
+    match table
+        .delete(&key(&prefix), Some(Condition::eq("tenant_id", tenant_id)))
+        .await
+    {
         Ok(found) => Ok(found.is_some()),
         Err(e) if e.is_condition_failed() => Ok(false),
         Err(e) => Err(e),

@@ -2,12 +2,12 @@
 //!
 //! The session stores the hash of its current refresh token and of the spent ones. Every
 //! refresh swaps the current hash under a condition on the old one, so one token can be
-//! spent once; a spent token presented again revokes the whole session.
+//! spent once; a spent token presented again revokes (deletes) the whole session.
 
 use serde::{Deserialize, Serialize};
 
 use crate::store::{
-    Condition, Index, Item, Key, Query, SortKey, StoreError, Table, TxOp, UpdateOp,
+    Condition, Index, Item, Key, Position, Query, SortKey, StoreError, Table, TxOp, UpdateOp,
 };
 
 /// How long a session lives without being used.
@@ -27,8 +27,6 @@ pub struct Session {
     pub refresh_hash: String,
     #[serde(default)]
     pub spent: Vec<String>,
-    #[serde(default)]
-    pub revoked: bool,
 }
 
 /// The session as the API shows it.
@@ -105,10 +103,8 @@ pub async fn rotate(
         UpdateOp::set("last_used_at", now_rfc3339),
         UpdateOp::set(crate::store::TTL, now + IDLE_SECONDS),
     ];
-    let condition = Condition::And(vec![
-        Condition::eq("refresh_hash", session.refresh_hash.as_str()),
-        Condition::eq("revoked", false),
-    ]);
+    // A revoked session no longer exists, so this also fails for one revoked meanwhile.
+    let condition = Condition::eq("refresh_hash", session.refresh_hash.as_str());
     table
         .update(
             &key(&session.tenant_id, &session.user_id, &session.id),
@@ -119,44 +115,51 @@ pub async fn rotate(
         .map(|_| ())
 }
 
-/// Ends a session: its refresh token stops working at once. `false` when there is no such
-/// live session.
+/// Ends a session by deleting it: its refresh token stops working at once. `false` when
+/// there is no such session.
+#[tracing::instrument(skip(table))]
 pub async fn revoke(
     table: &dyn Table,
     tenant_id: &str,
     user_id: &str,
     session_id: &str,
 ) -> Result<bool, StoreError> {
-    let condition = Condition::And(vec![Condition::Exists, Condition::eq("revoked", false)]);
     match table
-        .update(
+        .delete(
             &key(tenant_id, user_id, session_id),
-            vec![UpdateOp::set("revoked", true)],
-            Some(condition),
+            Some(Condition::Exists),
         )
         .await
     {
-        Ok(_) => Ok(true),
+        Ok(found) => Ok(found.is_some()),
         Err(e) if e.is_condition_failed() => Ok(false),
         Err(e) => Err(e),
     }
 }
 
-/// A user's live sessions, newest first (session ids sort by creation).
+/// The partition holding a user and their sessions.
+pub fn user_partition(tenant_id: &str, user_id: &str) -> String {
+    format!("TENANT#{tenant_id}#USER#{user_id}")
+}
+
+/// One page of a user's sessions, newest first (session ids sort by creation).
 pub async fn list(
     table: &dyn Table,
     tenant_id: &str,
     user_id: &str,
-) -> Result<Vec<Session>, StoreError> {
-    let query = Query::partition(Index::Primary, format!("TENANT#{tenant_id}#USER#{user_id}"))
+    limit: usize,
+    after: Option<Position>,
+) -> Result<(Vec<Session>, Option<Position>), StoreError> {
+    let query = Query::partition(Index::Primary, user_partition(tenant_id, user_id))
         .sort(SortKey::BeginsWith("SESSION#".into()))
         .backward()
-        .limit(100);
+        .limit(limit)
+        .after(after);
     let page = table.query(query).await?;
-    let sessions: Vec<Session> = page
+    let sessions = page
         .items
         .iter()
         .map(Item::record)
         .collect::<Result<_, _>>()?;
-    Ok(sessions.into_iter().filter(|s| !s.revoked).collect())
+    Ok((sessions, page.next))
 }

@@ -102,21 +102,21 @@ pub async fn get(
         .transpose()
 }
 
-pub async fn find_by_email(
+/// The id of the user holding `email` in a tenant, from the email lock.
+pub async fn owner_of_email(
     table: &dyn Table,
     tenant_id: &str,
     email: &Email,
-) -> Result<Option<User>, StoreError> {
-    let Some(lock) = table.get(&email_key(tenant_id, email)).await? else {
-        return Ok(None);
-    };
-    match lock.get_str("user_id") {
-        Some(user_id) => get(table, tenant_id, user_id).await,
-        None => Ok(None),
-    }
+) -> Result<Option<String>, StoreError> {
+    Ok(table
+        .get(&email_key(tenant_id, email))
+        .await?
+        .and_then(|lock| lock.get_str("user_id").map(str::to_owned)))
 }
 
-/// Changes a member's role; `expected` guards against a concurrent change.
+/// Changes a member's role, on condition that it is still the role read before (a
+/// concurrent change fails with a condition error).
+#[tracing::instrument(skip_all, fields(user_id = %user.id, role = role.as_str()))]
 pub async fn set_role(table: &dyn Table, user: &User, role: Role) -> Result<User, StoreError> {
     let mut ops = vec![UpdateOp::set("role", role.as_str())];
     if role.includes(Role::Staff) {
