@@ -121,8 +121,7 @@ pub async fn authenticate(req: &Request, ctx: &AppContext) -> Result<Caller, Api
             per_minute: ctx.limits.per_api_key,
         };
         rate_limits::hit(ctx.table.as_ref(), limit, &key.id, ctx.clock.now())
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))?
+            .await?
             .enforce()?;
         Caller {
             tenant_id: key.tenant_id,

@@ -68,9 +68,7 @@ pub async fn create(req: Request, ctx: &AppContext) -> HandlerResult {
         created_at: rfc3339(ctx.clock.now()),
         last_used_at: None,
     };
-    api_keys::create(ctx.table.as_ref(), &api_key)
-        .await
-        .map_err(internal)?;
+    api_keys::create(ctx.table.as_ref(), &api_key).await?;
     tracing::info!(key_id = %api_key.id, "API key created");
     json(
         StatusCode::CREATED,
@@ -94,8 +92,7 @@ pub async fn list(req: Request, ctx: &AppContext) -> HandlerResult {
         page.limit,
         page.after,
     )
-    .await
-    .map_err(internal)?;
+    .await?;
     json(
         StatusCode::OK,
         &PageBody::new(keys.iter().map(ApiKey::view).collect(), next),
@@ -111,10 +108,7 @@ pub async fn revoke(req: Request, ctx: &AppContext) -> HandlerResult {
         .await?;
     caller.require(Role::Admin)?;
     let id = path_param(&req, "id")?;
-    if api_keys::revoke(ctx.table.as_ref(), &caller.tenant_id, &id)
-        .await
-        .map_err(internal)?
-    {
+    if api_keys::revoke(ctx.table.as_ref(), &caller.tenant_id, &id).await? {
         tracing::info!(key_id = %id, "API key revoked");
         Ok(no_content())
     } else {

@@ -2,6 +2,7 @@
 //! signs in, sessions renew and end.
 
 use http::StatusCode;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::secrets::RefreshToken;
@@ -18,7 +19,7 @@ use crate::repo::rate_limits::{self, Limit};
 use crate::repo::sessions::{self, Session};
 use crate::repo::tenants;
 use crate::repo::users::{self, User, UserView};
-use crate::store::{StoreError, TxOp};
+use crate::store::TxOp;
 use crate::validate;
 
 /// `{"access_token","refresh_token","token_type":"Bearer","expires_in"}`.
@@ -107,19 +108,15 @@ pub(crate) async fn new_user(
     })
 }
 
-/// Maps the failure of a transaction that creates a user (whose email lock sits at
-/// `email_op`) to 409 when the email is taken.
-pub(crate) fn user_conflict(error: StoreError, email_op: usize) -> ApiError {
+/// The answer to a user that could not be created.
+pub(crate) fn creation_refused(error: users::CreateError) -> ApiError {
     match error {
-        StoreError::ConditionFailed { op: Some(op) } if op == email_op => ApiError::Conflict {
+        users::CreateError::TenantMissing => ApiError::not_found("No shop has this id."),
+        users::CreateError::EmailTaken => ApiError::Conflict {
             slug: "email-taken",
             detail: "An account with this email already exists in this shop.".into(),
         },
-        StoreError::Conflict => ApiError::Conflict {
-            slug: "conflict",
-            detail: "Another request changed the same data; retry.".into(),
-        },
-        other => internal(other),
+        users::CreateError::Store(e) => e.into(),
     }
 }
 
@@ -136,7 +133,8 @@ fn tenant_id_field(raw: &str) -> Result<String, crate::domain::Invalid> {
 struct SignupBody {
     tenant_id: String,
     email: String,
-    password: String,
+    /// Never logged: `SecretString` has no `Debug` output of its value.
+    password: SecretString,
     name: String,
 }
 
@@ -153,7 +151,7 @@ pub async fn signup(req: Request, ctx: &AppContext) -> HandlerResult {
     validate! {
         tenant_id = tenant_id_field(&body.tenant_id) => "tenant_id",
         email = Email::parse(&body.email) => "email",
-        password = Password::parse(&body.password) => "password",
+        password = Password::parse(body.password.expose_secret()) => "password",
         name = PersonName::parse(&body.name) => "name",
     }
     // Checked before the (deliberately expensive) hash, so requests for unknown shops cost
@@ -166,20 +164,13 @@ pub async fn signup(req: Request, ctx: &AppContext) -> HandlerResult {
     }
     let user = new_user(ctx, &tenant_id, &email, &name, &password, Role::Customer).await?;
     let (session, tokens) = start_session(ctx, &req, &user)?;
-    let [create_user, lock_email] = users::create(&user, &email).map_err(internal)?;
-    let ops = vec![
-        tenants::must_exist(&tenant_id),
-        create_user,
-        lock_email,
-        session,
-    ];
-    match ctx.table.transact(ops).await {
-        Ok(()) => {}
-        Err(StoreError::ConditionFailed { op: Some(0) }) => {
-            return Err(ApiError::not_found("No shop has this id."));
-        }
-        Err(e) => return Err(user_conflict(e, 2)),
-    }
+    let alongside = users::Alongside {
+        tenant_must_exist: true,
+        writes: vec![session],
+    };
+    users::create(ctx.table.as_ref(), &user, &email, alongside)
+        .await
+        .map_err(creation_refused)?;
     tracing::info!(user_id = %user.id, tenant_id = %tenant_id, "customer signed up");
     json(
         StatusCode::CREATED,
@@ -199,7 +190,8 @@ const NO_USER: &str = "usr_00000000000000000000000000";
 struct LoginBody {
     tenant_id: String,
     email: String,
-    password: String,
+    /// Never logged: `SecretString` has no `Debug` output of its value.
+    password: SecretString,
 }
 
 /// Counts a login attempt per client IP and per account; 429 when either is over.
@@ -224,8 +216,8 @@ async fn limit_login(
         rate_limits::hit(ctx.table.as_ref(), per_ip, ip, now),
         rate_limits::hit(ctx.table.as_ref(), per_account, &account, now),
     );
-    ip_decision.map_err(internal)?.enforce()?;
-    account_decision.map_err(internal)?.enforce()?;
+    ip_decision?.enforce()?;
+    account_decision?.enforce()?;
     Ok(())
 }
 
@@ -237,7 +229,7 @@ pub async fn login(req: Request, ctx: &AppContext) -> HandlerResult {
     validate! {
         email = Email::parse(&body.email) => "email",
     }
-    if body.password.len() > Password::MAX_CHARS * 4 {
+    if body.password.expose_secret().len() > Password::MAX_CHARS * 4 {
         return Err(ApiError::validation(vec![crate::http::FieldError::new(
             "password",
             "is too long",
@@ -259,12 +251,12 @@ pub async fn login(req: Request, ctx: &AppContext) -> HandlerResult {
     )
     .await?;
     let Some(user) = user else {
-        passwords::verify_nothing(&body.password)
+        passwords::verify_nothing(body.password.expose_secret())
             .await
             .map_err(internal)?;
         return Err(invalid_credentials());
     };
-    if !passwords::verify(&body.password, &user.password_hash)
+    if !passwords::verify(body.password.expose_secret(), &user.password_hash)
         .await
         .map_err(internal)?
     {
@@ -279,7 +271,7 @@ pub async fn login(req: Request, ctx: &AppContext) -> HandlerResult {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RefreshBody {
-    refresh_token: String,
+    refresh_token: SecretString,
 }
 
 fn refresh_refused() -> ApiError {
@@ -291,25 +283,22 @@ fn refresh_refused() -> ApiError {
 #[tracing::instrument(skip_all)]
 pub async fn refresh(req: Request, ctx: &AppContext) -> HandlerResult {
     let body: RefreshBody = parse_json(&req)?;
-    let token = RefreshToken::parse(&body.refresh_token).ok_or_else(refresh_refused)?;
+    let token =
+        RefreshToken::parse(body.refresh_token.expose_secret()).ok_or_else(refresh_refused)?;
     let table = ctx.table.as_ref();
     let session = sessions::get(table, &token.tenant_id, &token.user_id, &token.session_id)
-        .await
-        .map_err(internal)?
+        .await?
         .ok_or_else(refresh_refused)?;
     let presented = token.hash();
     if !crate::crypto::same_secret(&presented, &session.refresh_hash) {
         if session.spent.contains(&presented) {
-            sessions::revoke(table, &session.tenant_id, &session.user_id, &session.id)
-                .await
-                .map_err(internal)?;
+            sessions::revoke(table, &session.tenant_id, &session.user_id, &session.id).await?;
             tracing::warn!(session_id = %session.id, tenant_id = %session.tenant_id, "spent refresh token reused: session revoked");
         }
         return Err(refresh_refused());
     }
     let user = users::get(table, &session.tenant_id, &session.user_id)
-        .await
-        .map_err(internal)?
+        .await?
         .ok_or_else(refresh_refused)?;
     let next = RefreshToken::generate(&session.tenant_id, &session.user_id, &session.id)
         .map_err(internal)?;
@@ -335,7 +324,7 @@ pub async fn refresh(req: Request, ctx: &AppContext) -> HandlerResult {
             }
             return Err(refresh_refused());
         }
-        Err(e) => return Err(internal(e)),
+        Err(e) => return Err(e.into()),
     }
     let tokens = Tokens {
         access_token: access_token(ctx, &user, &session.id)?,
@@ -351,8 +340,6 @@ pub async fn refresh(req: Request, ctx: &AppContext) -> HandlerResult {
 pub async fn logout(req: Request, ctx: &AppContext) -> HandlerResult {
     let caller = authenticate(&req, ctx).await?;
     let (user_id, session_id) = caller.user()?;
-    sessions::revoke(ctx.table.as_ref(), &caller.tenant_id, user_id, session_id)
-        .await
-        .map_err(internal)?;
+    sessions::revoke(ctx.table.as_ref(), &caller.tenant_id, user_id, session_id).await?;
     Ok(no_content())
 }

@@ -28,8 +28,7 @@ pub async fn get(req: Request, ctx: &AppContext) -> HandlerResult {
     let me = match &caller.principal {
         Principal::User { user_id, .. } => {
             let user = users::get(ctx.table.as_ref(), &caller.tenant_id, user_id)
-                .await
-                .map_err(|e| ApiError::Internal(e.into()))?
+                .await?
                 .ok_or_else(|| ApiError::Unauthorized("This account no longer exists.".into()))?;
             Me {
                 user_id: Some(user.id),

@@ -3,14 +3,15 @@
 //! change one.
 
 use http::StatusCode;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
-use super::auth::{new_user, user_conflict};
+use super::auth::{creation_refused, new_user};
 use crate::auth::{authenticate, Caller};
 use crate::context::AppContext;
 use crate::domain::{Email, Invalid, Password, PersonName, Role};
 use crate::http::pagination::{page_request, PageBody};
-use crate::http::{internal, json, parse_json, path_param, ApiError, HandlerResult, Request};
+use crate::http::{json, parse_json, path_param, ApiError, HandlerResult, Request};
 use crate::repo::users;
 use crate::store::Index;
 use crate::validate;
@@ -39,7 +40,8 @@ fn may_grant(caller: &Caller, role: Role) -> Result<(), ApiError> {
 struct CreateMember {
     email: String,
     name: String,
-    password: String,
+    /// Never logged: `SecretString` has no `Debug` output of its value.
+    password: SecretString,
     role: String,
 }
 
@@ -55,16 +57,18 @@ pub async fn create(req: Request, ctx: &AppContext) -> HandlerResult {
     validate! {
         email = Email::parse(&body.email) => "email",
         name = PersonName::parse(&body.name) => "name",
-        password = Password::parse(&body.password) => "password",
+        password = Password::parse(body.password.expose_secret()) => "password",
         role = member_role(&body.role) => "role",
     }
     may_grant(&caller, role)?;
     let user = new_user(ctx, &caller.tenant_id, &email, &name, &password, role).await?;
-    let ops = users::create(&user, &email).map_err(internal)?.to_vec();
-    ctx.table
-        .transact(ops)
+    let alongside = users::Alongside {
+        tenant_must_exist: false,
+        writes: Vec::new(),
+    };
+    users::create(ctx.table.as_ref(), &user, &email, alongside)
         .await
-        .map_err(|e| user_conflict(e, 1))?;
+        .map_err(creation_refused)?;
     tracing::info!(user_id = %user.id, role = role.as_str(), "member added");
     json(StatusCode::CREATED, &user.view())
 }
@@ -82,8 +86,7 @@ pub async fn list(req: Request, ctx: &AppContext) -> HandlerResult {
         page.limit,
         page.after,
     )
-    .await
-    .map_err(internal)?;
+    .await?;
     let views = members.iter().map(users::User::view).collect();
     json(StatusCode::OK, &PageBody::new(views, next))
 }
@@ -109,8 +112,7 @@ pub async fn update(req: Request, ctx: &AppContext) -> HandlerResult {
         role = member_role(&body.role) => "role",
     }
     let member = users::get(ctx.table.as_ref(), &caller.tenant_id, &id)
-        .await
-        .map_err(internal)?
+        .await?
         .filter(|u| u.role.includes(Role::Staff))
         .ok_or_else(|| ApiError::not_found("This shop has no member with this id."))?;
     may_grant(&caller, role)?;
@@ -136,7 +138,7 @@ pub async fn update(req: Request, ctx: &AppContext) -> HandlerResult {
                 detail: "The member changed meanwhile; read it again.".into(),
             })
         }
-        Err(e) => return Err(internal(e)),
+        Err(e) => return Err(e.into()),
     };
     tracing::info!(user_id = %updated.id, role = role.as_str(), "member role changed");
     json(StatusCode::OK, &updated.view())

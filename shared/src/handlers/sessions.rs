@@ -35,9 +35,7 @@ pub async fn revoke(req: Request, ctx: &AppContext) -> HandlerResult {
     let caller = authenticate(&req, ctx).await?;
     let (user_id, _) = caller.user()?;
     let id = path_param(&req, "id")?;
-    let revoked = sessions::revoke(ctx.table.as_ref(), &caller.tenant_id, user_id, &id)
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    let revoked = sessions::revoke(ctx.table.as_ref(), &caller.tenant_id, user_id, &id).await?;
     if revoked {
         Ok(no_content())
     } else {

@@ -1,13 +1,14 @@
 //! `POST /v1/tenants`: a new shop and its owner, signed in, in one transaction.
 
 use http::StatusCode;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{new_user, start_session, user_conflict, Tokens};
+use super::auth::{creation_refused, new_user, start_session, Tokens};
 use crate::clock::rfc3339;
 use crate::context::AppContext;
 use crate::domain::{Currency, Email, Password, PersonName, Role, TenantName};
-use crate::http::{json, parse_json, ApiError, HandlerResult, Request};
+use crate::http::{json, parse_json, HandlerResult, Request};
 use crate::ids::IdKind;
 use crate::repo::tenants::{self, Tenant};
 use crate::repo::users::{self, UserView};
@@ -17,7 +18,8 @@ use crate::validate;
 #[serde(deny_unknown_fields)]
 struct Owner {
     email: String,
-    password: String,
+    /// Never logged: `SecretString` has no `Debug` output of its value.
+    password: SecretString,
     name: String,
 }
 
@@ -44,7 +46,7 @@ pub async fn create(req: Request, ctx: &AppContext) -> HandlerResult {
         name = TenantName::parse(&body.name) => "name",
         currency = body.currency.as_deref().map_or(Ok(Currency::usd()), Currency::parse) => "currency",
         email = Email::parse(&body.owner.email) => "owner.email",
-        password = Password::parse(&body.owner.password) => "owner.password",
+        password = Password::parse(body.owner.password.expose_secret()) => "owner.password",
         owner_name = PersonName::parse(&body.owner.name) => "owner.name",
     }
     let tenant = Tenant {
@@ -55,13 +57,13 @@ pub async fn create(req: Request, ctx: &AppContext) -> HandlerResult {
     };
     let owner = new_user(ctx, &tenant.id, &email, &owner_name, &password, Role::Owner).await?;
     let (session, tokens) = start_session(ctx, &req, &owner)?;
-    let [create_owner, lock_email] =
-        users::create(&owner, &email).map_err(|e| ApiError::Internal(e.into()))?;
-    let create_tenant = tenants::create(&tenant).map_err(|e| ApiError::Internal(e.into()))?;
-    ctx.table
-        .transact(vec![create_tenant, create_owner, lock_email, session])
+    let alongside = users::Alongside {
+        tenant_must_exist: false,
+        writes: vec![tenants::create(&tenant)?, session],
+    };
+    users::create(ctx.table.as_ref(), &owner, &email, alongside)
         .await
-        .map_err(|e| user_conflict(e, 2))?;
+        .map_err(creation_refused)?;
     tracing::info!(tenant_id = %tenant.id, "shop created");
     json(
         StatusCode::CREATED,

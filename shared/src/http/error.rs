@@ -227,6 +227,9 @@ impl ApiError {
                     headers.insert(header::ALLOW, v);
                 }
             }
+            Self::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
             Self::TooManyRequests(r) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(r.retry_after));
                 for (name, value) in [("ratelimit-policy", &r.policy), ("ratelimit", &r.state)] {
@@ -242,7 +245,8 @@ impl ApiError {
 }
 
 /// A store failure no handler mapped to a domain error: a concurrent transaction is a 409
-/// the client may retry; anything else is ours, a 500.
+/// and a throttled or unreachable store a 503, both worth a retry; anything else is ours,
+/// a 500.
 impl From<crate::store::StoreError> for ApiError {
     fn from(error: crate::store::StoreError) -> Self {
         match error {
@@ -250,6 +254,7 @@ impl From<crate::store::StoreError> for ApiError {
                 slug: "conflict",
                 detail: "Another request changed the same data at the same time; retry.".into(),
             },
+            crate::store::StoreError::Unavailable(cause) => Self::Unavailable(cause),
             other => Self::Internal(anyhow::Error::new(other)),
         }
     }
@@ -295,6 +300,26 @@ mod tests {
                 .into_response("r");
         assert_eq!(response.status(), 422);
         assert_eq!(body(&response)["errors"][0]["field"], "email");
+    }
+
+    #[test]
+    fn a_throttled_store_is_a_retryable_503_and_a_concurrent_transaction_a_409() {
+        use crate::store::StoreError;
+        let throttled = ApiError::from(StoreError::Unavailable(anyhow::anyhow!(
+            "ThrottlingException"
+        )))
+        .into_response("r");
+        assert_eq!(throttled.status(), 503);
+        assert_eq!(throttled.headers()[header::RETRY_AFTER], "1");
+        assert!(
+            !body(&throttled).to_string().contains("Throttling"),
+            "the cause stays in the logs"
+        );
+        assert_eq!(ApiError::from(StoreError::Conflict).status(), 409);
+        assert_eq!(
+            ApiError::from(StoreError::Invalid("bug".into())).status(),
+            500
+        );
     }
 
     #[test]

@@ -74,20 +74,60 @@ fn item(user: &User) -> Result<Item, StoreError> {
     })
 }
 
-/// The writes that create a user: the user and its email lock, both only if new. The
-/// email lock is the second operation (index 1), so a failed transaction names it.
-pub fn create(user: &User, email: &Email) -> Result<[TxOp; 2], StoreError> {
+/// Why a user could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("the tenant does not exist")]
+    TenantMissing,
+    #[error("the email is taken in this tenant")]
+    EmailTaken,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What else a user's creating transaction holds.
+pub struct Alongside {
+    /// Fail unless the tenant exists (signup); not for a tenant created in the same call.
+    pub tenant_must_exist: bool,
+    /// Further writes that land with the user or not at all (its tenant, its first session).
+    pub writes: Vec<TxOp>,
+}
+
+/// Creates a user and its email lock, both only if new, with `alongside` in one
+/// transaction, and names which condition failed: the email lock is what makes two
+/// simultaneous signups with one email end as one account and one `EmailTaken`.
+#[tracing::instrument(skip_all, fields(user_id = %user.id, tenant_id = %user.tenant_id))]
+pub async fn create(
+    table: &dyn Table,
+    user: &User,
+    email: &Email,
+    alongside: Alongside,
+) -> Result<(), CreateError> {
+    let mut ops = Vec::new();
+    if alongside.tenant_must_exist {
+        ops.push(super::tenants::must_exist(&user.tenant_id));
+    }
+    ops.push(TxOp::Put {
+        item: item(user)?,
+        condition: Some(Condition::NotExists),
+    });
+    let email_op = ops.len();
     let lock = Item::new(&email_key(&user.tenant_id, email)).with("user_id", user.id.as_str());
-    Ok([
-        TxOp::Put {
-            item: item(user)?,
-            condition: Some(Condition::NotExists),
-        },
-        TxOp::Put {
-            item: lock,
-            condition: Some(Condition::NotExists),
-        },
-    ])
+    ops.push(TxOp::Put {
+        item: lock,
+        condition: Some(Condition::NotExists),
+    });
+    ops.extend(alongside.writes);
+    match table.transact(ops).await {
+        Ok(()) => Ok(()),
+        Err(StoreError::ConditionFailed { op: Some(0) }) if alongside.tenant_must_exist => {
+            Err(CreateError::TenantMissing)
+        }
+        Err(StoreError::ConditionFailed { op: Some(op) }) if op == email_op => {
+            Err(CreateError::EmailTaken)
+        }
+        Err(other) => Err(CreateError::Store(other)),
+    }
 }
 
 pub async fn get(

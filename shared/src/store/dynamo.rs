@@ -386,13 +386,30 @@ fn purgeable(op: &TxOp) -> Option<&Key> {
     }
 }
 
-fn backend<E>(err: E, operation: &str, table: &str) -> StoreError
+/// Maps an SDK failure: throttling and an unreachable or slow endpoint are passing
+/// (`Unavailable`, a 503 the client may retry); anything else is `Backend` (a 500).
+fn backend<E>(err: SdkError<E>, operation: &str, table: &str) -> StoreError
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    StoreError::Backend(
-        anyhow::Error::new(err).context(format!("DynamoDB {operation} on table {table}")),
-    )
+    let throttled = matches!(
+        err.code(),
+        Some(
+            "ProvisionedThroughputExceededException"
+                | "ThrottlingException"
+                | "RequestLimitExceeded"
+        )
+    );
+    let unreachable = matches!(
+        err,
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)
+    );
+    let error = anyhow::Error::new(err).context(format!("DynamoDB {operation} on table {table}"));
+    if throttled || unreachable {
+        StoreError::Unavailable(error)
+    } else {
+        StoreError::Backend(error)
+    }
 }
 
 /// Maps a write's error: a failed condition and a clash with a running transaction are

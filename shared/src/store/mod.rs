@@ -477,7 +477,10 @@ pub enum StoreError {
     /// The request itself is malformed (a bug in the caller, never user input).
     #[error("invalid store request: {0}")]
     Invalid(String),
-    /// The backend is unreachable, throttling or failed.
+    /// The backend is throttling or cannot be reached: passing, worth a retry later.
+    #[error("store unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
+    /// The backend failed.
     #[error(transparent)]
     Backend(#[from] anyhow::Error),
 }
