@@ -108,20 +108,11 @@ pub async fn list(
     limit: usize,
     after: Option<Position>,
 ) -> Result<(Vec<ApiKey>, Option<Position>), StoreError> {
-    let page = table
-        .query(
-            Query::partition(Index::Gsi1, tenant_partition(tenant_id))
-                .backward()
-                .limit(limit)
-                .after(after),
-        )
-        .await?;
-    let keys = page
-        .items
-        .iter()
-        .map(Item::record)
-        .collect::<Result<_, _>>()?;
-    Ok((keys, page.next))
+    let query = Query::partition(Index::Gsi1, tenant_partition(tenant_id))
+        .backward()
+        .limit(limit)
+        .after(after);
+    super::records(table, query).await
 }
 
 /// Deletes a tenant's key by id; `false` when the tenant has no such key. The id names

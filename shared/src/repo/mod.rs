@@ -6,3 +6,21 @@ pub mod rate_limits;
 pub mod sessions;
 pub mod tenants;
 pub mod users;
+
+use serde::de::DeserializeOwned;
+
+use crate::store::{Position, Query, StoreError, Table};
+
+/// One page of a query, each item read back as a record of type `T`.
+pub async fn records<T: DeserializeOwned>(
+    table: &dyn Table,
+    query: Query,
+) -> Result<(Vec<T>, Option<Position>), StoreError> {
+    let page = table.query(query).await?;
+    let records = page
+        .items
+        .iter()
+        .map(crate::store::Item::record)
+        .collect::<Result<_, _>>()?;
+    Ok((records, page.next))
+}

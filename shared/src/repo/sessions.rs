@@ -155,11 +155,5 @@ pub async fn list(
         .backward()
         .limit(limit)
         .after(after);
-    let page = table.query(query).await?;
-    let sessions = page
-        .items
-        .iter()
-        .map(Item::record)
-        .collect::<Result<_, _>>()?;
-    Ok((sessions, page.next))
+    super::records(table, query).await
 }

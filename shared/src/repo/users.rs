@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{Email, Role};
 use crate::store::{
-    Condition, Index, Item, Key, Page, Position, Query, StoreError, Table, TxOp, UpdateOp,
+    Condition, Index, Item, Key, Position, Query, StoreError, Table, TxOp, UpdateOp,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,13 +189,8 @@ pub async fn list_members(
     limit: usize,
     after: Option<Position>,
 ) -> Result<(Vec<User>, Option<Position>), StoreError> {
-    let Page { items, next } = table
-        .query(
-            Query::partition(Index::Gsi1, members_partition(tenant_id))
-                .limit(limit)
-                .after(after),
-        )
-        .await?;
-    let users = items.iter().map(Item::record).collect::<Result<_, _>>()?;
-    Ok((users, next))
+    let query = Query::partition(Index::Gsi1, members_partition(tenant_id))
+        .limit(limit)
+        .after(after);
+    super::records(table, query).await
 }
