@@ -157,11 +157,25 @@ impl Api {
             .await
     }
 
+    async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    async fn delete(&self, path: &str, token: Option<&str>) -> Reply {
+        self.call(Method::DELETE, path, token, None).await
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.call(Method::PATCH, path, token, Some(body)).await
+    }
+
     async fn create_shop(&self, email: &str) -> Shop {
         let body = json!({"name": "Tea Shop", "currency": "eur", "owner": {"email": email, "password": "correct horse battery", "name": "Ada"}});
-        let reply = self
-            .call(Method::POST, "/v1/tenants", None, Some(body))
-            .await;
+        let reply = self.post("/v1/tenants", None, body).await;
         assert_eq!(reply.status, 201, "{:?}", reply.body);
         Shop {
             tenant_id: reply.body["tenant"]["id"].as_str().expect("id").to_owned(),
@@ -173,8 +187,7 @@ impl Api {
 
     async fn signup(&self, tenant_id: &str, email: &str) -> Reply {
         let body = json!({"tenant_id": tenant_id, "email": email, "password": "a long passphrase", "name": "Grace"});
-        self.call(Method::POST, "/v1/auth/signup", None, Some(body))
-            .await
+        self.post("/v1/auth/signup", None, body).await
     }
 
     async fn login(&self, tenant_id: &str, email: &str, password: &str) -> Reply {
@@ -191,8 +204,7 @@ impl Api {
     async fn add_member(&self, token: &str, email: &str, role: &str) -> Reply {
         let body =
             json!({"email": email, "name": "Member", "password": "member password", "role": role});
-        self.call(Method::POST, "/v1/members", Some(token), Some(body))
-            .await
+        self.post("/v1/members", Some(token), body).await
     }
 }
 
@@ -233,11 +245,10 @@ async fn a_demoted_admin_loses_member_and_key_rights_at_once(api: Api) {
         201
     );
     let demote = api
-        .call(
-            Method::PATCH,
+        .patch(
             &format!("/v1/members/{admin_id}"),
             Some(&shop.owner),
-            Some(json!({"role": "staff"})),
+            json!({"role": "staff"}),
         )
         .await;
     assert_eq!(demote.status, 200);
@@ -249,11 +260,10 @@ async fn a_demoted_admin_loses_member_and_key_rights_at_once(api: Api) {
         403
     );
     let key = api
-        .call(
-            Method::POST,
+        .post(
             "/v1/api-keys",
             Some(&admin_token),
-            Some(json!({"name": "Escape hatch"})),
+            json!({"name": "Escape hatch"}),
         )
         .await;
     assert_eq!(key.status, 403, "no admin key minted after the demotion");
@@ -274,20 +284,16 @@ async fn sessions_are_paged_with_limit_and_cursor(api: Api) {
             200
         );
     }
-    let first = api
-        .call(Method::GET, "/v1/sessions?limit=2", Some(&shop.owner), None)
-        .await;
+    let first = api.get("/v1/sessions?limit=2", Some(&shop.owner)).await;
     assert_eq!(first.body["items"].as_array().unwrap().len(), 2);
     let cursor = first.body["next_cursor"]
         .as_str()
         .expect("a third session remains")
         .to_owned();
     let second = api
-        .call(
-            Method::GET,
+        .get(
             &format!("/v1/sessions?limit=2&cursor={cursor}"),
             Some(&shop.owner),
-            None,
         )
         .await;
     let items = second.body["items"].as_array().unwrap();
@@ -301,9 +307,7 @@ async fn sessions_are_paged_with_limit_and_cursor(api: Api) {
 
 async fn creating_a_shop_returns_the_shop_its_owner_and_working_tokens(api: Api) {
     let body = json!({"name": "  Tea Shop ", "owner": {"email": "Owner@Example.com", "password": "correct horse battery", "name": "Ada"}});
-    let reply = api
-        .call(Method::POST, "/v1/tenants", None, Some(body))
-        .await;
+    let reply = api.post("/v1/tenants", None, body).await;
     assert_eq!(reply.status, 201, "{:?}", reply.body);
     let tenant = &reply.body["tenant"];
     assert!(tenant["id"].as_str().unwrap().starts_with("ten_"));
@@ -321,9 +325,7 @@ async fn creating_a_shop_returns_the_shop_its_owner_and_working_tokens(api: Api)
     let tokens = &reply.body["tokens"];
     assert_eq!(tokens["token_type"], "Bearer");
     assert_eq!(tokens["expires_in"], 900);
-    let me = api
-        .call(Method::GET, "/v1/me", Some(&reply.token()), None)
-        .await;
+    let me = api.get("/v1/me", Some(&reply.token())).await;
     assert_eq!(me.status, 200);
     assert_eq!(me.body["user_id"], user["id"]);
     assert_eq!(me.body["tenant_id"], tenant["id"]);
@@ -333,7 +335,7 @@ async fn creating_a_shop_returns_the_shop_its_owner_and_working_tokens(api: Api)
 
 async fn a_shop_with_invalid_fields_is_refused_naming_each_field_and_nothing_is_written(api: Api) {
     let bad = json!({"name": "", "currency": "EUR", "owner": {"email": "not-an-email", "password": "short", "name": "Ada"}});
-    let reply = api.call(Method::POST, "/v1/tenants", None, Some(bad)).await;
+    let reply = api.post("/v1/tenants", None, bad).await;
     assert_eq!(reply.status, 422);
     assert_eq!(reply.headers["content-type"], "application/problem+json");
     let fields: Vec<&str> = reply.body["errors"]
@@ -347,35 +349,15 @@ async fn a_shop_with_invalid_fields_is_refused_naming_each_field_and_nothing_is_
         ["name", "currency", "owner.email", "owner.password"]
     );
     let unknown = json!({"name": "Shop", "owner": {"email": "a@example.com", "password": "long enough", "name": "A"}, "plan": "gold"});
-    assert_eq!(
-        api.call(Method::POST, "/v1/tenants", None, Some(unknown))
-            .await
-            .status,
-        400
-    );
+    assert_eq!(api.post("/v1/tenants", None, unknown).await.status, 400);
     let wrong_type = json!({"name": 7, "owner": {"email": "a@example.com", "password": "long enough", "name": "A"}});
-    assert_eq!(
-        api.call(Method::POST, "/v1/tenants", None, Some(wrong_type))
-            .await
-            .status,
-        400
-    );
+    assert_eq!(api.post("/v1/tenants", None, wrong_type).await.status, 400);
     let missing = json!({"name": "Shop"});
-    assert_eq!(
-        api.call(Method::POST, "/v1/tenants", None, Some(missing))
-            .await
-            .status,
-        400
-    );
+    assert_eq!(api.post("/v1/tenants", None, missing).await.status, 400);
     // A refused signup writes nothing: the same email then signs up fine.
     let shop = api.create_shop("owner@example.com").await;
     let short = json!({"tenant_id": shop.tenant_id, "email": "kim@example.com", "password": "short", "name": "Kim"});
-    assert_eq!(
-        api.call(Method::POST, "/v1/auth/signup", None, Some(short))
-            .await
-            .status,
-        422
-    );
+    assert_eq!(api.post("/v1/auth/signup", None, short).await.status, 422);
     assert_eq!(
         api.signup(&shop.tenant_id, "kim@example.com").await.status,
         201
@@ -530,23 +512,13 @@ async fn a_refresh_spends_its_token_and_reusing_a_spent_one_revokes_the_session(
     let shop = api.create_shop("owner@example.com").await;
     let api = &api;
     let refresh = |token: String| async move {
-        api.call(
-            Method::POST,
-            "/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": token})),
-        )
-        .await
+        api.post("/v1/auth/refresh", None, json!({"refresh_token": token}))
+            .await
     };
     let first = refresh(shop.owner_refresh.clone()).await;
     assert_eq!(first.status, 200, "{:?}", first.body);
     assert_ne!(first.refresh(), shop.owner_refresh);
-    assert_eq!(
-        api.call(Method::GET, "/v1/me", Some(&first.token()), None)
-            .await
-            .status,
-        200
-    );
+    assert_eq!(api.get("/v1/me", Some(&first.token())).await.status, 200);
     let second = refresh(first.refresh()).await;
     assert_eq!(second.status, 200);
     // The first token again: theft assumed, the whole session ends.
@@ -565,14 +537,9 @@ async fn a_refresh_spends_its_token_and_reusing_a_spent_one_revokes_the_session(
         assert_eq!(refresh(garbage.to_owned()).await.status, 401, "{garbage}");
     }
     assert_eq!(
-        api.call(
-            Method::POST,
-            "/v1/auth/refresh",
-            None,
-            Some(json!({"token": "x"}))
-        )
-        .await
-        .status,
+        api.post("/v1/auth/refresh", None, json!({"token": "x"}))
+            .await
+            .status,
         400
     );
 }
@@ -590,11 +557,10 @@ async fn logout_and_revoking_a_session_stop_its_refresh_token(api: Api) {
         .await;
     assert_eq!(logout.status, 204);
     let refresh = api
-        .call(
-            Method::POST,
+        .post(
             "/v1/auth/refresh",
             None,
-            Some(json!({"refresh_token": shop.owner_refresh})),
+            json!({"refresh_token": shop.owner_refresh}),
         )
         .await;
     assert_eq!(refresh.status, 401);
@@ -612,9 +578,7 @@ async fn logout_and_revoking_a_session_stop_its_refresh_token(api: Api) {
             "correct horse battery",
         )
         .await;
-    let sessions = api
-        .call(Method::GET, "/v1/sessions", Some(&laptop.token()), None)
-        .await;
+    let sessions = api.get("/v1/sessions", Some(&laptop.token())).await;
     let phone_session = sessions.body["items"]
         .as_array()
         .unwrap()
@@ -625,29 +589,24 @@ async fn logout_and_revoking_a_session_stop_its_refresh_token(api: Api) {
         .unwrap()
         .to_owned();
     let revoke = api
-        .call(
-            Method::DELETE,
+        .delete(
             &format!("/v1/sessions/{phone_session}"),
             Some(&laptop.token()),
-            None,
         )
         .await;
     assert_eq!(revoke.status, 204);
     let phone_refresh = api
-        .call(
-            Method::POST,
+        .post(
             "/v1/auth/refresh",
             None,
-            Some(json!({"refresh_token": phone.refresh()})),
+            json!({"refresh_token": phone.refresh()}),
         )
         .await;
     assert_eq!(phone_refresh.status, 401);
     let again = api
-        .call(
-            Method::DELETE,
+        .delete(
             &format!("/v1/sessions/{phone_session}"),
             Some(&laptop.token()),
-            None,
         )
         .await;
     assert_eq!(again.status, 404);
@@ -663,9 +622,7 @@ async fn sessions_are_listed_newest_first_with_the_current_one_marked(api: Api) 
             "correct horse battery",
         )
         .await;
-    let list = api
-        .call(Method::GET, "/v1/sessions", Some(&shop.owner), None)
-        .await;
+    let list = api.get("/v1/sessions", Some(&shop.owner)).await;
     assert_eq!(list.status, 200);
     let items = list.body["items"].as_array().unwrap();
     assert_eq!(items.len(), 2);
@@ -677,19 +634,15 @@ async fn sessions_are_listed_newest_first_with_the_current_one_marked(api: Api) 
     assert_eq!(items[0]["user_agent"], "storefront-tests/1");
     assert_eq!(items[0]["ip"], "198.51.100.7");
     assert!(list.body["next_cursor"].is_null());
-    let from_second = api
-        .call(Method::GET, "/v1/sessions", Some(&second.token()), None)
-        .await;
+    let from_second = api.get("/v1/sessions", Some(&second.token())).await;
     assert_eq!(from_second.body["items"][0]["current"], true);
     // Another user's session is not the caller's to end.
     let customer = api.signup(&shop.tenant_id, "grace@example.com").await;
     let owner_session = items[1]["id"].as_str().unwrap();
     let foreign = api
-        .call(
-            Method::DELETE,
+        .delete(
             &format!("/v1/sessions/{owner_session}"),
             Some(&customer.token()),
-            None,
         )
         .await;
     assert_eq!(foreign.status, 404);
@@ -733,11 +686,10 @@ async fn owners_and_admins_manage_members_within_the_role_rules(api: Api) {
     let promote = |id: String, token: String, role: &'static str| {
         let api = &api;
         async move {
-            api.call(
-                Method::PATCH,
+            api.patch(
                 &format!("/v1/members/{id}"),
                 Some(&token),
-                Some(json!({"role": role})),
+                json!({"role": role}),
             )
             .await
         }
@@ -778,18 +730,14 @@ async fn owners_and_admins_manage_members_within_the_role_rules(api: Api) {
         .await
         .token();
     assert_eq!(
-        api.call(Method::GET, "/v1/members", Some(&staff_token), None)
-            .await
-            .status,
+        api.get("/v1/members", Some(&staff_token)).await.status,
         200,
         "the promoted member now lists members"
     );
     let customer = api.signup(&shop.tenant_id, "grace@example.com").await;
     let customer_id = customer.body["user"]["id"].as_str().unwrap().to_owned();
     assert_eq!(
-        api.call(Method::GET, "/v1/members", Some(&customer.token()), None)
-            .await
-            .status,
+        api.get("/v1/members", Some(&customer.token())).await.status,
         403
     );
     assert_eq!(
@@ -831,7 +779,7 @@ async fn members_are_listed_in_pages_and_a_cursor_cannot_reach_another_shop(api:
     let mut emails = Vec::new();
     let mut path = "/v1/members?limit=2".to_owned();
     loop {
-        let page = api.call(Method::GET, &path, Some(&shop.owner), None).await;
+        let page = api.get(&path, Some(&shop.owner)).await;
         assert_eq!(page.status, 200, "{:?}", page.body);
         let items = page.body["items"].as_array().unwrap();
         assert!(items.len() <= 2);
@@ -855,35 +803,23 @@ async fn members_are_listed_in_pages_and_a_cursor_cannot_reach_another_shop(api:
             "staff3@example.com"
         ]
     );
-    let first = api
-        .call(Method::GET, "/v1/members?limit=1", Some(&shop.owner), None)
-        .await;
+    let first = api.get("/v1/members?limit=1", Some(&shop.owner)).await;
     let cursor = first.body["next_cursor"].as_str().unwrap().to_owned();
     let other = api.create_shop("other@example.com").await;
     let stolen = api
-        .call(
-            Method::GET,
-            &format!("/v1/members?cursor={cursor}"),
-            Some(&other.owner),
-            None,
-        )
+        .get(&format!("/v1/members?cursor={cursor}"), Some(&other.owner))
         .await;
     assert_eq!(stolen.status, 400, "a cursor is bound to its shop");
     assert_eq!(
-        api.call(Method::GET, "/v1/members?limit=0", Some(&shop.owner), None)
+        api.get("/v1/members?limit=0", Some(&shop.owner))
             .await
             .status,
         400
     );
     assert_eq!(
-        api.call(
-            Method::GET,
-            "/v1/members?limit=101",
-            Some(&shop.owner),
-            None
-        )
-        .await
-        .status,
+        api.get("/v1/members?limit=101", Some(&shop.owner))
+            .await
+            .status,
         400
     );
 }
@@ -891,11 +827,10 @@ async fn members_are_listed_in_pages_and_a_cursor_cannot_reach_another_shop(api:
 async fn an_api_key_is_shown_once_acts_with_its_role_and_stops_when_revoked(api: Api) {
     let shop = api.create_shop("owner@example.com").await;
     let created = api
-        .call(
-            Method::POST,
+        .post(
             "/v1/api-keys",
             Some(&shop.owner),
-            Some(json!({"name": "Warehouse sync"})),
+            json!({"name": "Warehouse sync"}),
         )
         .await;
     assert_eq!(created.status, 201, "{:?}", created.body);
@@ -903,43 +838,34 @@ async fn an_api_key_is_shown_once_acts_with_its_role_and_stops_when_revoked(api:
     let key = created.body["key"].as_str().unwrap().to_owned();
     assert!(key.starts_with("sk_"));
     assert!(key.contains(created.body["prefix"].as_str().unwrap()));
-    let me = api.call(Method::GET, "/v1/me", Some(&key), None).await;
+    let me = api.get("/v1/me", Some(&key)).await;
     assert_eq!(me.status, 200);
     assert_eq!(me.body["tenant_id"], shop.tenant_id.as_str());
     assert_eq!(me.body["role"], "admin");
     assert!(me.body["user_id"].is_null());
-    let members = api.call(Method::GET, "/v1/members", Some(&key), None).await;
+    let members = api.get("/v1/members", Some(&key)).await;
     assert_eq!(members.status, 200, "an admin key lists members");
     let narrow = api
-        .call(
-            Method::POST,
+        .post(
             "/v1/api-keys",
             Some(&shop.owner),
-            Some(json!({"name": "Reader", "role": "staff"})),
+            json!({"name": "Reader", "role": "staff"}),
         )
         .await;
     assert_eq!(narrow.status, 201);
     let narrow_key = narrow.body["key"].as_str().unwrap().to_owned();
+    assert_eq!(api.get("/v1/members", Some(&narrow_key)).await.status, 403);
     assert_eq!(
-        api.call(Method::GET, "/v1/members", Some(&narrow_key), None)
-            .await
-            .status,
-        403
-    );
-    assert_eq!(
-        api.call(
-            Method::POST,
+        api.post(
             "/v1/api-keys",
             Some(&shop.owner),
-            Some(json!({"name": "Boss", "role": "owner"}))
+            json!({"name": "Boss", "role": "owner"})
         )
         .await
         .status,
         422
     );
-    let list = api
-        .call(Method::GET, "/v1/api-keys", Some(&shop.owner), None)
-        .await;
+    let list = api.get("/v1/api-keys", Some(&shop.owner)).await;
     assert_eq!(list.status, 200);
     let items = list.body["items"].as_array().unwrap();
     assert_eq!(items.len(), 2);
@@ -957,41 +883,24 @@ async fn an_api_key_is_shown_once_acts_with_its_role_and_stops_when_revoked(api:
     assert!(used["last_used_at"].is_string(), "last use is recorded");
     let id = created.body["id"].as_str().unwrap();
     assert_eq!(
-        api.call(
-            Method::DELETE,
-            &format!("/v1/api-keys/{id}"),
-            Some(&shop.owner),
-            None
-        )
-        .await
-        .status,
+        api.delete(&format!("/v1/api-keys/{id}"), Some(&shop.owner))
+            .await
+            .status,
         204
     );
     assert_eq!(
-        api.call(Method::GET, "/v1/me", Some(&key), None)
-            .await
-            .status,
+        api.get("/v1/me", Some(&key)).await.status,
         401,
         "a revoked key stops at once"
     );
     assert_eq!(
-        api.call(
-            Method::DELETE,
-            &format!("/v1/api-keys/{id}"),
-            Some(&shop.owner),
-            None
-        )
-        .await
-        .status,
+        api.delete(&format!("/v1/api-keys/{id}"), Some(&shop.owner))
+            .await
+            .status,
         404
     );
     let forged = format!("{}x", &key[..key.len() - 1]);
-    assert_eq!(
-        api.call(Method::GET, "/v1/me", Some(&forged), None)
-            .await
-            .status,
-        401
-    );
+    assert_eq!(api.get("/v1/me", Some(&forged)).await.status, 401);
 }
 
 async fn a_token_of_one_shop_reaches_nothing_of_another(api: Api) {
@@ -1005,23 +914,17 @@ async fn a_token_of_one_shop_reaches_nothing_of_another(api: Api) {
         .unwrap()
         .to_owned();
     let b_key = api
-        .call(
-            Method::POST,
-            "/v1/api-keys",
-            Some(&b.owner),
-            Some(json!({"name": "B"})),
-        )
+        .post("/v1/api-keys", Some(&b.owner), json!({"name": "B"}))
         .await
         .body["id"]
         .as_str()
         .unwrap()
         .to_owned();
     let patch = api
-        .call(
-            Method::PATCH,
+        .patch(
             &format!("/v1/members/{b_staff}"),
             Some(&a.owner),
-            Some(json!({"role": "admin"})),
+            json!({"role": "admin"}),
         )
         .await;
     assert_eq!(
@@ -1029,17 +932,10 @@ async fn a_token_of_one_shop_reaches_nothing_of_another(api: Api) {
         "another shop's member does not exist for A"
     );
     let revoke = api
-        .call(
-            Method::DELETE,
-            &format!("/v1/api-keys/{b_key}"),
-            Some(&a.owner),
-            None,
-        )
+        .delete(&format!("/v1/api-keys/{b_key}"), Some(&a.owner))
         .await;
     assert_eq!(revoke.status, 404);
-    let a_members = api
-        .call(Method::GET, "/v1/members", Some(&a.owner), None)
-        .await;
+    let a_members = api.get("/v1/members", Some(&a.owner)).await;
     let emails: Vec<&str> = a_members.body["items"]
         .as_array()
         .unwrap()
@@ -1047,9 +943,7 @@ async fn a_token_of_one_shop_reaches_nothing_of_another(api: Api) {
         .map(|m| m["email"].as_str().unwrap())
         .collect();
     assert_eq!(emails, ["a@example.com"]);
-    let a_keys = api
-        .call(Method::GET, "/v1/api-keys", Some(&a.owner), None)
-        .await;
+    let a_keys = api.get("/v1/api-keys", Some(&a.owner)).await;
     assert_eq!(a_keys.body["items"].as_array().unwrap().len(), 0);
     let login_elsewhere = api
         .login(&b.tenant_id, "a@example.com", "correct horse battery")
@@ -1064,10 +958,7 @@ async fn expired_tampered_unsigned_and_missing_tokens_are_401(api: Api) {
     let shop = api.create_shop("owner@example.com").await;
     let me = |token: Option<String>| {
         let api = &api;
-        async move {
-            api.call(Method::GET, "/v1/me", token.as_deref(), None)
-                .await
-        }
+        async move { api.get("/v1/me", token.as_deref()).await }
     };
     let missing = me(None).await;
     assert_eq!(missing.status, 401);
