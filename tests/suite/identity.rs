@@ -226,7 +226,55 @@ conformance!(embedded, dynamo;
     two_simultaneous_signups_with_one_email_make_one_account,
     a_demoted_admin_loses_member_and_key_rights_at_once,
     sessions_are_paged_with_limit_and_cursor,
+    two_owners_demoting_each_other_at_once_leave_the_shop_an_owner,
 );
+
+async fn two_owners_demoting_each_other_at_once_leave_the_shop_an_owner(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    let second = api
+        .add_member(&shop.owner, "second@example.com", "admin")
+        .await;
+    let second_id = second.body["id"].as_str().unwrap().to_owned();
+    let promote = api
+        .patch(
+            &format!("/v1/members/{second_id}"),
+            Some(&shop.owner),
+            json!({"role": "owner"}),
+        )
+        .await;
+    assert_eq!(promote.status, 200);
+    let second_token = api
+        .login(&shop.tenant_id, "second@example.com", "member password")
+        .await
+        .token();
+    let (second_path, owner_path) = (
+        format!("/v1/members/{second_id}"),
+        format!("/v1/members/{}", shop.owner_id),
+    );
+    let (a, b) = tokio::join!(
+        api.patch(&second_path, Some(&shop.owner), json!({"role": "admin"})),
+        api.patch(&owner_path, Some(&second_token), json!({"role": "admin"})),
+    );
+    let succeeded = [a.status, b.status].iter().filter(|s| **s == 200).count();
+    assert_eq!(
+        succeeded, 1,
+        "exactly one demotion lands: {} and {}",
+        a.status, b.status
+    );
+    let members = api.get("/v1/members", Some(&shop.owner)).await;
+    let members = if members.status == 200 {
+        members
+    } else {
+        api.get("/v1/members", Some(&second_token)).await
+    };
+    let owners = members.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "owner")
+        .count();
+    assert_eq!(owners, 1, "the shop keeps one owner");
+}
 
 async fn a_demoted_admin_loses_member_and_key_rights_at_once(api: Api) {
     let shop = api.create_shop("owner@example.com").await;

@@ -130,7 +130,8 @@ pub async fn update(req: Request, ctx: &AppContext) -> HandlerResult {
             detail: "An owner cannot demote themselves; another owner must.".into(),
         });
     }
-    let updated = match users::set_role(ctx.table.as_ref(), &member, role).await {
+    let by = caller.user_id().unwrap_or_default();
+    let updated = match users::set_role(ctx.table.as_ref(), &member, role, by).await {
         Ok(user) => user,
         Err(e) if e.is_condition_failed() => {
             return Err(ApiError::Conflict {

@@ -155,9 +155,16 @@ pub async fn owner_of_email(
 }
 
 /// Changes a member's role, on condition that it is still the role read before (a
-/// concurrent change fails with a condition error).
+/// concurrent change fails with a condition error). Demoting an owner also requires, in the
+/// same transaction, that `by` (the caller) is still an owner: two owners demoting each
+/// other at once cannot both succeed, so a shop always keeps an owner.
 #[tracing::instrument(skip_all, fields(user_id = %user.id, role = role.as_str()))]
-pub async fn set_role(table: &dyn Table, user: &User, role: Role) -> Result<User, StoreError> {
+pub async fn set_role(
+    table: &dyn Table,
+    user: &User,
+    role: Role,
+    by: &str,
+) -> Result<User, StoreError> {
     let mut ops = vec![UpdateOp::set("role", role.as_str())];
     if role.includes(Role::Staff) {
         ops.push(UpdateOp::set(
@@ -176,10 +183,29 @@ pub async fn set_role(table: &dyn Table, user: &User, role: Role) -> Result<User
         Condition::Exists,
         Condition::eq("role", user.role.as_str()),
     ]);
-    table
-        .update(&key(&user.tenant_id, &user.id), ops, Some(condition))
-        .await?
-        .record()
+    let target = key(&user.tenant_id, &user.id);
+    if user.role == Role::Owner && role != Role::Owner {
+        let caller_is_owner = TxOp::Check {
+            key: key(&user.tenant_id, by),
+            condition: Condition::eq("role", Role::Owner.as_str()),
+        };
+        let update = TxOp::Update {
+            key: target.clone(),
+            ops,
+            condition: Some(condition),
+        };
+        table.transact(vec![update, caller_is_owner]).await?;
+        let updated = table.get(&target).await?;
+        return updated
+            .ok_or_else(|| {
+                StoreError::Backend(anyhow::anyhow!(
+                    "user {} vanished after its update",
+                    user.id
+                ))
+            })?
+            .record();
+    }
+    table.update(&target, ops, Some(condition)).await?.record()
 }
 
 /// One page of a tenant's members (staff and above), oldest first.
