@@ -9,13 +9,13 @@ use crate::auth::secrets::ApiKeySecret;
 use crate::clock::rfc3339;
 use crate::context::AppContext;
 use crate::domain::{Invalid, PersonName, Role};
-use crate::http::pagination::{page_request, PageBody};
+use crate::http::pagination::{paged, PageBody};
 use crate::http::{
     internal, json, no_content, parse_json, path_param, ApiError, HandlerResult, Request,
 };
 use crate::ids::IdKind;
 use crate::repo::api_keys::{self, ApiKey, ApiKeyView};
-use crate::store::Index;
+use crate::repo::records;
 use crate::validate;
 
 #[derive(Deserialize)]
@@ -84,15 +84,8 @@ pub async fn create(req: Request, ctx: &AppContext) -> HandlerResult {
 pub async fn list(req: Request, ctx: &AppContext) -> HandlerResult {
     let caller = authenticate(&req, ctx).await?;
     caller.require(Role::Admin)?;
-    let partition = api_keys::tenant_partition(&caller.tenant_id);
-    let page = page_request(&req, Index::Gsi1, &partition)?;
-    let (keys, next) = api_keys::list(
-        ctx.table.as_ref(),
-        &caller.tenant_id,
-        page.limit,
-        page.after,
-    )
-    .await?;
+    let query = paged(&req, api_keys::of_tenant(&caller.tenant_id))?;
+    let (keys, next) = records::<ApiKey>(ctx.table.as_ref(), query).await?;
     json(
         StatusCode::OK,
         &PageBody::new(keys.iter().map(ApiKey::view).collect(), next),

@@ -10,10 +10,9 @@ use super::auth::{creation_refused, new_user};
 use crate::auth::{authenticate, Caller};
 use crate::context::AppContext;
 use crate::domain::{Email, Invalid, Password, PersonName, Role};
-use crate::http::pagination::{page_request, PageBody};
+use crate::http::pagination::{paged, PageBody};
 use crate::http::{json, parse_json, path_param, ApiError, HandlerResult, Request};
-use crate::repo::users;
-use crate::store::Index;
+use crate::repo::{records, users};
 use crate::validate;
 
 /// The roles a member can be given: staff, admin, and (by an owner only) owner.
@@ -78,15 +77,8 @@ pub async fn create(req: Request, ctx: &AppContext) -> HandlerResult {
 pub async fn list(req: Request, ctx: &AppContext) -> HandlerResult {
     let caller = authenticate(&req, ctx).await?;
     caller.require(Role::Admin)?;
-    let partition = users::members_partition(&caller.tenant_id);
-    let page = page_request(&req, Index::Gsi1, &partition)?;
-    let (members, next) = users::list_members(
-        ctx.table.as_ref(),
-        &caller.tenant_id,
-        page.limit,
-        page.after,
-    )
-    .await?;
+    let query = paged(&req, users::members(&caller.tenant_id))?;
+    let (members, next) = records::<users::User>(ctx.table.as_ref(), query).await?;
     let views = members.iter().map(users::User::view).collect();
     json(StatusCode::OK, &PageBody::new(views, next))
 }

@@ -4,26 +4,17 @@ use http::StatusCode;
 
 use crate::auth::authenticate;
 use crate::context::AppContext;
-use crate::http::pagination::{page_request, PageBody};
+use crate::http::pagination::{paged, PageBody};
 use crate::http::{json, no_content, path_param, ApiError, HandlerResult, Request};
-use crate::repo::sessions;
-use crate::store::Index;
+use crate::repo::{records, sessions};
 
 /// The caller's live sessions, newest first, the current one marked; `limit`/`cursor` page.
 #[tracing::instrument(skip_all)]
 pub async fn list(req: Request, ctx: &AppContext) -> HandlerResult {
     let caller = authenticate(&req, ctx).await?;
     let (user_id, session_id) = caller.user()?;
-    let partition = sessions::user_partition(&caller.tenant_id, user_id);
-    let page = page_request(&req, Index::Primary, &partition)?;
-    let (found, next) = sessions::list(
-        ctx.table.as_ref(),
-        &caller.tenant_id,
-        user_id,
-        page.limit,
-        page.after,
-    )
-    .await?;
+    let query = paged(&req, sessions::of_user(&caller.tenant_id, user_id))?;
+    let (found, next) = records::<sessions::Session>(ctx.table.as_ref(), query).await?;
     let views = found.iter().map(|s| s.view(Some(session_id))).collect();
     json(StatusCode::OK, &PageBody::new(views, next))
 }

@@ -9,20 +9,14 @@ use serde::Serialize;
 
 use super::{query_param, ApiError, Request};
 use crate::crypto::{b64url, b64url_decode};
-use crate::store::{Index, Position, GSI1PK, GSI1SK, PK, SK};
+use crate::store::{Index, Position, Query, GSI1PK, GSI1SK, PK, SK};
 
 pub const DEFAULT_LIMIT: usize = 20;
 pub const MAX_LIMIT: usize = 100;
 
-/// What a list request asks for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PageRequest {
-    pub limit: usize,
-    pub after: Option<Position>,
-}
-
-/// Reads `limit` and `cursor` for a list over `partition` of `index`.
-pub fn page_request(req: &Request, index: Index, partition: &str) -> Result<PageRequest, ApiError> {
+/// Applies the request's `limit` and `cursor` to a list's query. The cursor must name the
+/// query's own partition, which the server built from the caller.
+pub fn paged(req: &Request, query: Query) -> Result<Query, ApiError> {
     let limit = match query_param(req, "limit") {
         None => DEFAULT_LIMIT,
         Some(raw) => raw
@@ -37,9 +31,9 @@ pub fn page_request(req: &Request, index: Index, partition: &str) -> Result<Page
     };
     let after = query_param(req, "cursor")
         .filter(|c| !c.is_empty())
-        .map(|c| decode(&c, index, partition))
+        .map(|c| decode(&c, query.index, &query.partition))
         .transpose()?;
-    Ok(PageRequest { limit, after })
+    Ok(query.limit(limit).after(after))
 }
 
 fn decode(cursor: &str, index: Index, partition: &str) -> Result<Position, ApiError> {
@@ -93,6 +87,10 @@ impl<T: Serialize> PageBody<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn page_request(req: &Request, index: Index, partition: &str) -> Result<Query, ApiError> {
+        paged(req, Query::partition(index, partition))
+    }
 
     fn req(query: &str) -> Request {
         http::Request::builder()

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::secrets::{api_key_prefix, ApiKeySecret};
 use crate::context::AppContext;
 use crate::domain::Role;
-use crate::store::{Condition, Index, Item, Key, Position, Query, StoreError, Table, UpdateOp};
+use crate::store::{Condition, Index, Item, Key, Query, StoreError, Table, UpdateOp};
 
 /// How stale `last_used_at` may get before a use writes it again (one write a minute at most).
 const LAST_USED_GRANULARITY_SECONDS: i64 = 60;
@@ -101,18 +101,9 @@ pub async fn authenticate(ctx: &AppContext, presented: &str) -> Result<Option<Ap
     Ok(Some(api_key))
 }
 
-/// One page of a tenant's keys, newest first.
-pub async fn list(
-    table: &dyn Table,
-    tenant_id: &str,
-    limit: usize,
-    after: Option<Position>,
-) -> Result<(Vec<ApiKey>, Option<Position>), StoreError> {
-    let query = Query::partition(Index::Gsi1, tenant_partition(tenant_id))
-        .backward()
-        .limit(limit)
-        .after(after);
-    super::records(table, query).await
+/// A tenant's keys, newest first; read with [`super::records`].
+pub fn of_tenant(tenant_id: &str) -> Query {
+    Query::partition(Index::Gsi1, tenant_partition(tenant_id)).backward()
 }
 
 /// Deletes a tenant's key by id; `false` when the tenant has no such key. The id names

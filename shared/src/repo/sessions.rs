@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::store::{
-    Condition, Index, Item, Key, Position, Query, SortKey, StoreError, Table, TxOp, UpdateOp,
+    Condition, Index, Item, Key, Query, SortKey, StoreError, Table, TxOp, UpdateOp,
 };
 
 /// How long a session lives without being used.
@@ -142,18 +142,10 @@ pub fn user_partition(tenant_id: &str, user_id: &str) -> String {
     format!("TENANT#{tenant_id}#USER#{user_id}")
 }
 
-/// One page of a user's sessions, newest first (session ids sort by creation).
-pub async fn list(
-    table: &dyn Table,
-    tenant_id: &str,
-    user_id: &str,
-    limit: usize,
-    after: Option<Position>,
-) -> Result<(Vec<Session>, Option<Position>), StoreError> {
-    let query = Query::partition(Index::Primary, user_partition(tenant_id, user_id))
+/// A user's sessions, newest first (session ids sort by creation); read with
+/// [`super::records`].
+pub fn of_user(tenant_id: &str, user_id: &str) -> Query {
+    Query::partition(Index::Primary, user_partition(tenant_id, user_id))
         .sort(SortKey::BeginsWith("SESSION#".into()))
         .backward()
-        .limit(limit)
-        .after(after);
-    super::records(table, query).await
 }

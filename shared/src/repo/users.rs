@@ -8,9 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Email, Role};
-use crate::store::{
-    Condition, Index, Item, Key, Position, Query, StoreError, Table, TxOp, UpdateOp,
-};
+use crate::store::{Condition, Index, Item, Key, Query, StoreError, Table, TxOp, UpdateOp};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
@@ -208,15 +206,7 @@ pub async fn set_role(
     table.update(&target, ops, Some(condition)).await?.record()
 }
 
-/// One page of a tenant's members (staff and above), oldest first.
-pub async fn list_members(
-    table: &dyn Table,
-    tenant_id: &str,
-    limit: usize,
-    after: Option<Position>,
-) -> Result<(Vec<User>, Option<Position>), StoreError> {
-    let query = Query::partition(Index::Gsi1, members_partition(tenant_id))
-        .limit(limit)
-        .after(after);
-    super::records(table, query).await
+/// A tenant's members (staff and above), oldest first; read with [`super::records`].
+pub fn members(tenant_id: &str) -> Query {
+    Query::partition(Index::Gsi1, members_partition(tenant_id))
 }
