@@ -49,13 +49,6 @@ impl Caller {
         }
     }
 
-    pub fn session_id(&self) -> Option<&str> {
-        match &self.principal {
-            Principal::User { session_id, .. } => Some(session_id),
-            Principal::ApiKey { .. } => None,
-        }
-    }
-
     /// The caller with the role the store holds now. An access token carries the role it
     /// was issued with for up to 15 minutes; decisions that change who may do what (members,
     /// API keys) re-read it, so a demotion takes effect at once.
