@@ -20,6 +20,13 @@ async fn main() -> std::process::ExitCode {
             }
         };
     }
+    let shutdown = match storefront_local::ShutdownSignal::listen() {
+        Ok(shutdown) => shutdown,
+        Err(e) => {
+            eprintln!("storefront-local: cannot listen for Ctrl-C and SIGTERM: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let server = match Server::start(cli.options).await {
         Ok(server) => server,
         Err(e) => {
@@ -28,7 +35,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     println!("Storefront is listening on {}", server.url());
-    storefront_local::shutdown_signal().await;
+    shutdown.recv().await;
     eprintln!("storefront-local: stopping (finishing requests in flight)");
     server.stop().await;
     std::process::ExitCode::SUCCESS
