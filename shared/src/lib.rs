@@ -11,7 +11,8 @@
 //! - [`http`]: the edge shared by Lambda and the local server: errors as RFC 9457 problems,
 //!   request ids, body limits, JSON parsing, and [`http::dispatch`].
 //! - [`repo`]: one file per aggregate: its keys, items and transactions over the `Table`
-//!   port, plus the shared rate limiter.
+//!   port, plus the shared rate limiter and idempotency store (`Idempotency-Key`, with its
+//!   HTTP side in [`http::idempotency`]).
 //! - [`auth`]: passwords, signed tokens, API keys, and the `Caller` every handler asks for.
 //! - [`handlers`]: one file per resource, each an `async fn(Request, &AppContext)`.
 //! - [`routes`]: the one route table; the local router, `template.yaml` and `openapi.yaml`

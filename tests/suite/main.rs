@@ -26,6 +26,7 @@ mod helpers;
 mod blobs_conformance;
 mod events_replay;
 mod http_edge;
+mod idempotency;
 mod identity;
 mod jobs_batch;
 mod local_process;

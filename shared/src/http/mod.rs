@@ -6,6 +6,7 @@
 //! and puts `X-Request-Id` on every response.
 
 mod error;
+pub mod idempotency;
 pub mod pagination;
 
 use std::borrow::Borrow;
