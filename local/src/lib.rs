@@ -109,6 +109,7 @@ pub struct Server {
     stop: watch::Sender<bool>,
     http: JoinHandle<()>,
     worker: JoinHandle<()>,
+    relay: JoinHandle<()>,
 }
 
 impl Server {
@@ -129,6 +130,12 @@ impl Server {
             WORKER_POLL,
             stopped.clone(),
         ));
+        let relay = tokio::spawn(storefront::jobs::outbox::run_relay(
+            embedded.ctx.table.clone(),
+            embedded.ctx.queue.clone(),
+            WORKER_POLL,
+            stopped.clone(),
+        ));
         let http = tokio::spawn(serve(listener, embedded.clone(), stopped));
         Ok(Self {
             url,
@@ -136,6 +143,7 @@ impl Server {
             stop,
             http,
             worker,
+            relay,
         })
     }
 
@@ -149,10 +157,11 @@ impl Server {
         &self.embedded
     }
 
-    /// Stops accepting, lets requests in flight finish, and stops the workers.
+    /// Stops accepting, lets requests in flight finish, and stops the relay and the workers.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.http.await;
+        let _ = self.relay.await;
         let _ = self.worker.await;
     }
 }

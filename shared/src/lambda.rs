@@ -1,14 +1,19 @@
 //! What a Lambda binary's `main` hands to the runtime: an HTTP function serving its rows of
-//! the route table, or an SQS consumer running the batch handler.
+//! the route table, an SQS consumer running the batch handler, or the outbox relay woken by
+//! the table's stream.
 
 use std::sync::Arc;
 
+use aws_lambda_events::dynamodb::Event as StreamEvent;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use lambda_runtime::LambdaEvent;
 
 use crate::context::AppContext;
+use crate::jobs::outbox::{relay_shard, shard_of_partition};
 use crate::jobs::{process_batch, JobMessage, Worker};
 use crate::routes;
+use crate::store::Key;
 
 pub type Error = lambda_runtime::Error;
 
@@ -66,6 +71,52 @@ pub async fn serve_sqs(ctx: AppContext, worker: Arc<dyn Worker>) -> Result<(), E
         move |event: LambdaEvent<SqsEvent>| {
             let (ctx, worker) = (ctx.clone(), worker.clone());
             async move { Ok::<_, Error>(handle_sqs(&ctx, worker.as_ref(), event.payload).await) }
+        },
+    ))
+    .await
+}
+
+/// Handles one batch of the table's stream: drains every outbox shard a new item woke.
+///
+/// A shard that fails is reported by the sequence number of the first record that named
+/// it, so Lambda retries the stream from there (`ReportBatchItemFailures`); its items stay
+/// in the table meanwhile, and nothing is lost.
+/// <https://docs.aws.amazon.com/lambda/latest/dg/services-ddb-batchfailurereporting.html>
+pub async fn handle_outbox_stream(ctx: &AppContext, event: StreamEvent) -> DynamoDbEventResponse {
+    let mut woken = std::collections::BTreeMap::new();
+    for record in &event.records {
+        let shard = serde_dynamo::from_item::<_, Key>(record.change.keys.clone())
+            .ok()
+            .and_then(|key| shard_of_partition(&key.pk));
+        if let Some(shard) = shard {
+            woken
+                .entry(shard)
+                .or_insert_with(|| record.change.sequence_number.clone());
+        }
+    }
+    let mut response = DynamoDbEventResponse::default();
+    for (shard, first_record) in woken {
+        if let Err(e) = relay_shard(ctx.table.as_ref(), ctx.queue.as_ref(), shard).await {
+            tracing::warn!(
+                shard,
+                error = format!("{e:#}"),
+                "outbox relay failed; the stream will retry"
+            );
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = first_record;
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}
+
+/// Relays the outbox, woken by the table's stream, until the sandbox ends.
+pub async fn serve_outbox_stream(ctx: AppContext) -> Result<(), Error> {
+    let ctx = Arc::new(ctx);
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: LambdaEvent<StreamEvent>| {
+            let ctx = ctx.clone();
+            async move { Ok::<_, Error>(handle_outbox_stream(&ctx, event.payload).await) }
         },
     ))
     .await

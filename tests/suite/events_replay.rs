@@ -6,8 +6,11 @@
 
 use std::path::PathBuf;
 
+use aws_lambda_events::dynamodb::Event as StreamEvent;
 use aws_lambda_events::sqs::SqsEvent;
-use storefront::jobs::worker::Dispatcher;
+use storefront::jobs::outbox;
+use storefront::jobs::worker::{Dispatcher, Job};
+use storefront::queue::Queue as _;
 use storefront::routes;
 
 use crate::helpers;
@@ -17,6 +20,9 @@ enum Expect {
     Status(u16),
     /// A worker's failed message ids, in order.
     Failures(&'static [&'static str]),
+    /// The outbox relay sends the job waiting in the outbox of this tenant's shard (the one
+    /// the event's INSERT names) to the jobs queue, and reports no failure.
+    Relayed { tenant_id: &'static str },
 }
 
 fn expected(file: &str) -> Option<Expect> {
@@ -37,6 +43,9 @@ fn expected(file: &str) -> Option<Expect> {
         | "api-keys-list.json"
         | "api-keys-revoke.json" => Expect::Status(401),
         "worker.json" => Expect::Failures(&["2e1424d4-f796-459a-8184-9c92662be6da"]),
+        "outbox-relay.json" => Expect::Relayed {
+            tenant_id: "ten_01JD0000000000000000000000",
+        },
         _ => return None,
     })
 }
@@ -95,6 +104,26 @@ async fn every_sample_event_gets_its_expected_answer_from_its_handler() {
                     .map(|f| f.item_identifier.as_str())
                     .collect();
                 assert_eq!(failed, ids, "events/{file}");
+            }
+            Expect::Relayed { tenant_id } => {
+                let job = Job::DeleteBlob {
+                    key: "uploads/waiting".into(),
+                };
+                let enqueue = outbox::enqueue(
+                    &job,
+                    "msg_01JD0000000000000000000000",
+                    tenant_id,
+                    ctx.clock.now(),
+                )
+                .expect("outbox item");
+                ctx.table.write(enqueue).await.expect("written");
+                let event: StreamEvent =
+                    serde_json::from_str(&text).unwrap_or_else(|e| panic!("events/{file}: {e}"));
+                let response = storefront::lambda::handle_outbox_stream(ctx, event).await;
+                assert!(response.batch_item_failures.is_empty(), "events/{file}");
+                let sent = embedded.jobs.receive(10).await.expect("receive");
+                let bodies: Vec<&str> = sent.iter().map(|m| m.body.as_str()).collect();
+                assert_eq!(bodies, [job.to_body().expect("body")], "events/{file}");
             }
         }
     }

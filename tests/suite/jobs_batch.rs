@@ -114,3 +114,41 @@ async fn the_worker_loop_acks_successes_and_parks_a_failing_message_in_the_dead_
     assert_eq!(parked.len(), 1);
     assert_eq!(parked[0].body, "fail");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_server_relays_a_job_from_the_outbox_and_its_worker_runs_it() {
+    use storefront::jobs::outbox;
+    use storefront::jobs::worker::Job;
+
+    let local = helpers::LocalServer::start().await;
+    let ctx = &local.server.embedded().ctx;
+    let key = "uploads/ten_01JD0000000000000000000000/img_01JD0000000000000000000000";
+    ctx.blobs
+        .put(key, bytes::Bytes::from_static(b"\x89PNG"), "image/png")
+        .await
+        .unwrap();
+    let write = outbox::enqueue(
+        &Job::DeleteBlob { key: key.into() },
+        "msg_01JD0000000000000000000000",
+        "ten_01JD0000000000000000000000",
+        ctx.clock.now(),
+    )
+    .unwrap();
+    ctx.table.write(write).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ctx.blobs.head(key).await.unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the outbox job never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        outbox::relay_all(ctx.table.as_ref(), ctx.queue.as_ref())
+            .await
+            .unwrap(),
+        0,
+        "the relay cleared what it sent"
+    );
+    local.server.stop().await;
+}

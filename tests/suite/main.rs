@@ -30,6 +30,7 @@ mod idempotency;
 mod identity;
 mod jobs_batch;
 mod local_process;
+mod outbox;
 mod queue_conformance;
 mod routes_agree;
 mod table_conformance;

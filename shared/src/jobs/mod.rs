@@ -6,6 +6,7 @@
 //! worker loop they stay on the queue until the visibility timeout, and after
 //! `maxReceiveCount` receives they move to the dead-letter queue, as SQS redrive does.
 
+pub mod outbox;
 pub mod worker;
 
 use std::panic::AssertUnwindSafe;
