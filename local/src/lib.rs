@@ -15,6 +15,7 @@ use http::{Method, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use secrecy::SecretString;
 use storefront::blobs::embedded::{PresignRefusal, ROUTE_PREFIX};
 use storefront::clock::SystemClock;
 use storefront::config::RateLimits;
@@ -102,10 +103,15 @@ pub struct Options {
     pub data_dir: PathBuf,
 }
 
+/// Where the payment provider's webhook secret comes from.
+pub const PAYMENT_WEBHOOK_SECRET_ENV: &str = "STOREFRONT_PAYMENT_WEBHOOK_SECRET";
+
 /// A running local server.
 pub struct Server {
     url: String,
     embedded: Embedded,
+    /// Whether the payment webhook secret was generated (and so must be shown to the user).
+    generated_payment_secret: bool,
     stop: watch::Sender<bool>,
     http: JoinHandle<()>,
     worker: JoinHandle<()>,
@@ -120,8 +126,15 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {}", options.addr))?;
         let url = format!("http://{}", listener.local_addr()?);
-        let embedded =
+        let mut embedded =
             AppContext::embedded(&options.data_dir, &url, limits, Arc::new(SystemClock))?;
+        let chosen = std::env::var(PAYMENT_WEBHOOK_SECRET_ENV)
+            .ok()
+            .filter(|secret| !secret.trim().is_empty());
+        let generated_payment_secret = chosen.is_none();
+        if let Some(secret) = chosen {
+            embedded.ctx.payment_webhook_secret = Some(SecretString::from(secret));
+        }
         let (stop, stopped) = watch::channel(false);
         let worker = tokio::spawn(storefront::jobs::run_queue(
             embedded.ctx.clone(),
@@ -140,6 +153,7 @@ impl Server {
         Ok(Self {
             url,
             embedded,
+            generated_payment_secret,
             stop,
             http,
             worker,
@@ -150,6 +164,17 @@ impl Server {
     /// The base URL, e.g. `http://127.0.0.1:3000`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The payment webhook secret the server made (kept in the data directory), when
+    /// `STOREFRONT_PAYMENT_WEBHOOK_SECRET` did not choose one: the user configures the
+    /// payment provider with it, so the server prints it at start.
+    pub fn generated_payment_secret(&self) -> Option<&SecretString> {
+        self.embedded
+            .ctx
+            .payment_webhook_secret
+            .as_ref()
+            .filter(|_| self.generated_payment_secret)
     }
 
     /// The adapters behind the server (tests look at the store and queues directly).

@@ -2,6 +2,7 @@
 //! `storefront-local rotate-keys` rotates the token signing keys (locally or in SSM).
 
 use clap::Parser as _;
+use secrecy::ExposeSecret as _;
 use storefront_local::{Cli, Command, Server};
 
 #[tokio::main]
@@ -34,6 +35,15 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Some(secret) = server.generated_payment_secret() {
+        // The contract's local-development affordance: the provider must be configured with
+        // this secret, and it is this machine's own (kept under the data directory).
+        println!(
+            "Payment webhook secret (generated; set {} to choose your own): {}",
+            storefront_local::PAYMENT_WEBHOOK_SECRET_ENV,
+            secret.expose_secret()
+        );
+    }
     println!("Storefront is listening on {}", server.url());
     shutdown.recv().await;
     eprintln!("storefront-local: stopping (finishing requests in flight)");

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use secrecy::SecretString;
 
 use crate::auth::tokens::KeyRing;
 use crate::blobs::embedded::EmbeddedBlobs;
@@ -43,6 +44,10 @@ pub struct AppContext {
     pub limits: RateLimits,
     /// The keys that verify access tokens (and sign them, in functions that issue them).
     pub keys: Arc<KeyRing>,
+    /// The payment provider's webhook signing secret (`whsec_…`): locally from
+    /// `STOREFRONT_PAYMENT_WEBHOOK_SECRET` or generated in the data directory; on AWS only
+    /// the payment webhook function is given it.
+    pub payment_webhook_secret: Option<SecretString>,
     pub started_at: DateTime<Utc>,
 }
 
@@ -90,6 +95,7 @@ impl AppContext {
             clock,
             limits: config.limits,
             keys: Arc::new(KeyRing::empty()),
+            payment_webhook_secret: None,
         }
     }
 
@@ -128,8 +134,12 @@ impl AppContext {
         let blobs = EmbeddedBlobs::open(&data_dir.join("blobs"), public_url, key, clock.clone())
             .map_err(EmbeddedError::Other)?;
         let keys = crate::auth::keys::load_local(data_dir).map_err(EmbeddedError::Other)?;
+        let payment_webhook_secret =
+            load_or_create_webhook_secret(&data_dir.join("keys").join(PAYMENT_WEBHOOK_SECRET_FILE))
+                .map_err(EmbeddedError::Other)?;
         let ctx = Self {
             keys: Arc::new(keys),
+            payment_webhook_secret: Some(payment_webhook_secret),
             table: Arc::new(table),
             queue: Arc::new(jobs.clone()),
             blobs: Arc::new(blobs.clone()),
@@ -179,6 +189,32 @@ pub fn load_or_create_key(path: &Path) -> anyhow::Result<SigningKey> {
     let key = SigningKey::generate()?;
     write_private(path, key.expose()).with_context(|| format!("writing {}", path.display()))?;
     Ok(key)
+}
+
+/// Where a data directory keeps its generated payment webhook secret, under `keys/`.
+pub const PAYMENT_WEBHOOK_SECRET_FILE: &str = "payment-webhook.secret";
+
+/// Reads a webhook secret (`whsec_…`) from `path`, creating it (readable by the owner only)
+/// on first start, so the payment provider stays configured across restarts.
+pub fn load_or_create_webhook_secret(path: &Path) -> anyhow::Result<SecretString> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().starts_with("whsec_") => {
+            return Ok(SecretString::from(text.trim().to_owned()))
+        }
+        Ok(_) => anyhow::bail!(
+            "{} does not hold a `whsec_` secret; delete it to make a new one",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let secret = format!("whsec_{}", crate::crypto::random_token(32)?);
+    write_private(path, secret.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(SecretString::from(secret))
 }
 
 /// Writes a new file readable by its owner only (keys).

@@ -28,7 +28,17 @@ fn binary() -> PathBuf {
 }
 
 fn spawn(data_dir: &Path) -> Child {
-    Command::new(binary())
+    spawn_with(data_dir, None)
+}
+
+/// Starts the server, with `STOREFRONT_PAYMENT_WEBHOOK_SECRET` set to `payment_secret`.
+fn spawn_with(data_dir: &Path, payment_secret: Option<&str>) -> Child {
+    let mut command = Command::new(binary());
+    command.env_remove("STOREFRONT_PAYMENT_WEBHOOK_SECRET");
+    if let Some(secret) = payment_secret {
+        command.env("STOREFRONT_PAYMENT_WEBHOOK_SECRET", secret);
+    }
+    command
         .args(["--addr", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "warn")
@@ -41,17 +51,35 @@ fn spawn(data_dir: &Path) -> Child {
 
 /// Reads stdout until the ready line and returns the URL it names.
 fn wait_ready(child: &mut Child) -> String {
+    wait_ready_lines(child).0
+}
+
+/// Reads stdout until the ready line: the URL it names, and the lines printed before it.
+fn wait_ready_lines(child: &mut Child) -> (String, Vec<String>) {
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut before = Vec::new();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("Storefront is listening on ") {
-                let _ = tx.send(url.to_owned());
+            match line.strip_prefix("Storefront is listening on ") {
+                Some(url) => {
+                    let _ = tx.send((url.to_owned(), std::mem::take(&mut before)));
+                }
+                None => before.push(line),
             }
         }
     });
     rx.recv_timeout(Duration::from_secs(20))
         .expect("the server printed its URL within 20 s")
+}
+
+/// The secret on the "Payment webhook secret" line, if one was printed.
+fn printed_payment_secret(lines: &[String]) -> Option<String> {
+    lines
+        .iter()
+        .find(|line| line.starts_with("Payment webhook secret"))
+        .and_then(|line| line.rsplit(' ').next())
+        .map(str::to_owned)
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
@@ -171,6 +199,36 @@ fn keys_and_data_survive_a_restart() {
         .block_on(table.get(&Key::new("KEEP", "ME")))
         .unwrap()
         .is_some());
+}
+
+#[test]
+fn a_generated_payment_webhook_secret_is_printed_and_kept_and_a_chosen_one_is_not_printed() {
+    let dir = helpers::temp_dir();
+    let mut first = spawn(dir.path());
+    let (_, lines) = wait_ready_lines(&mut first);
+    signal(&first, "TERM");
+    assert!(wait_exit(&mut first, Duration::from_secs(15)).success());
+    let secret = printed_payment_secret(&lines).expect("a generated secret is printed");
+    assert!(
+        secret.starts_with("whsec_") && secret.len() > 30,
+        "{secret}"
+    );
+
+    let mut again = spawn(dir.path());
+    let (_, lines) = wait_ready_lines(&mut again);
+    signal(&again, "TERM");
+    assert!(wait_exit(&mut again, Duration::from_secs(15)).success());
+    assert_eq!(
+        printed_payment_secret(&lines).as_deref(),
+        Some(secret.as_str()),
+        "the same secret after a restart"
+    );
+
+    let mut chosen = spawn_with(dir.path(), Some("whsec_chosen_by_the_developer"));
+    let (_, lines) = wait_ready_lines(&mut chosen);
+    signal(&chosen, "TERM");
+    assert!(wait_exit(&mut chosen, Duration::from_secs(15)).success());
+    assert_eq!(printed_payment_secret(&lines), None, "{lines:?}");
 }
 
 /// The crash test's writer: run in a child copy of this test binary (see below).
