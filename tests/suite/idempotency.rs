@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use storefront::clock::Clock as _;
+use storefront::domain::{TenantId, TypedId as _};
 use storefront::repo::idempotency::{
     begin, Begin, IdempotencyKey, Lease, Refusal, Scope, StoredResponse, LEASE_SECONDS,
     RETENTION_SECONDS,
@@ -16,7 +17,7 @@ use crate::table_conformance::{dynamo, embedded, Fixture};
 
 fn scope(principal: &str, key: &str) -> Scope {
     Scope {
-        tenant_id: "ten_01JD0000000000000000000000".into(),
+        tenant_id: TenantId::parse("ten_01JD0000000000000000000000").unwrap(),
         principal: principal.into(),
         key: IdempotencyKey::parse(key).unwrap(),
     }

@@ -10,21 +10,26 @@ pub mod tokens;
 use http::header::AUTHORIZATION;
 
 use crate::context::AppContext;
-use crate::domain::Role;
+use crate::domain::{ApiKeyId, Role, SessionId, TenantId, TypedId as _, UserId};
 use crate::http::{ApiError, Request};
 use crate::repo::{api_keys, rate_limits};
 
 /// Who is calling: a signed-in user (through a session) or an API key of a shop.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
-    User { user_id: String, session_id: String },
-    ApiKey { key_id: String },
+    User {
+        user_id: UserId,
+        session_id: SessionId,
+    },
+    ApiKey {
+        key_id: ApiKeyId,
+    },
 }
 
 /// The authenticated caller of a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub role: Role,
     pub principal: Principal,
 }
@@ -42,7 +47,7 @@ impl Caller {
         }
     }
 
-    pub fn user_id(&self) -> Option<&str> {
+    pub fn user_id(&self) -> Option<&UserId> {
         match &self.principal {
             Principal::User { user_id, .. } => Some(user_id),
             Principal::ApiKey { .. } => None,
@@ -63,7 +68,7 @@ impl Caller {
     }
 
     /// The signed-in user and session, or 403 for an API key (which has neither).
-    pub fn user(&self) -> Result<(&str, &str), ApiError> {
+    pub fn user(&self) -> Result<(&UserId, &SessionId), ApiError> {
         match &self.principal {
             Principal::User {
                 user_id,
@@ -74,6 +79,11 @@ impl Caller {
             )),
         }
     }
+}
+
+/// A stored record whose id does not parse: the store was written by something else.
+fn stored_id(invalid: crate::domain::Invalid) -> ApiError {
+    crate::http::internal(anyhow::anyhow!("stored API key id {invalid}"))
 }
 
 fn unauthorized(detail: &str) -> ApiError {
@@ -117,9 +127,11 @@ pub async fn authenticate(req: &Request, ctx: &AppContext) -> Result<Caller, Api
             .await?
             .enforce()?;
         Caller {
-            tenant_id: key.tenant_id,
+            tenant_id: TenantId::parse(&key.tenant_id).map_err(stored_id)?,
             role: key.role,
-            principal: Principal::ApiKey { key_id: key.id },
+            principal: Principal::ApiKey {
+                key_id: ApiKeyId::parse(&key.id).map_err(stored_id)?,
+            },
         }
     } else {
         let claims = ctx
@@ -128,12 +140,15 @@ pub async fn authenticate(req: &Request, ctx: &AppContext) -> Result<Caller, Api
             .map_err(|_| unauthorized("The access token is invalid or has expired."))?;
         let role = Role::parse(&claims.role)
             .map_err(|_| unauthorized("The access token names no known role."))?;
+        // A token verified by our key carries our ids; checking them costs nothing and
+        // keeps the rule that every id is typed where it enters.
+        let malformed = |_| unauthorized("The access token names malformed ids.");
         Caller {
-            tenant_id: claims.tid,
+            tenant_id: TenantId::parse(&claims.tid).map_err(malformed)?,
             role,
             principal: Principal::User {
-                user_id: claims.sub,
-                session_id: claims.sid,
+                user_id: UserId::parse(&claims.sub).map_err(malformed)?,
+                session_id: SessionId::parse(&claims.sid).map_err(malformed)?,
             },
         }
     };

@@ -2,6 +2,7 @@
 //! secret): refresh tokens and API keys.
 
 use crate::crypto::{random_token, sha256_hex};
+use crate::domain::{SessionId, TenantId, TypedId as _, UserId};
 
 pub const API_KEY_PREFIX: &str = "sk_";
 
@@ -9,9 +10,9 @@ pub const API_KEY_PREFIX: &str = "sk_";
 /// `<tenant id>.<user id>.<session id>.<secret>`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RefreshToken {
-    pub tenant_id: String,
-    pub user_id: String,
-    pub session_id: String,
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    pub session_id: SessionId,
     secret: String,
 }
 
@@ -22,11 +23,15 @@ impl std::fmt::Debug for RefreshToken {
 }
 
 impl RefreshToken {
-    pub fn generate(tenant_id: &str, user_id: &str, session_id: &str) -> anyhow::Result<Self> {
+    pub fn generate(
+        tenant_id: &TenantId,
+        user_id: &UserId,
+        session_id: &SessionId,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
-            tenant_id: tenant_id.to_owned(),
-            user_id: user_id.to_owned(),
-            session_id: session_id.to_owned(),
+            tenant_id: tenant_id.clone(),
+            user_id: user_id.clone(),
+            session_id: session_id.clone(),
             secret: random_token(32)?,
         })
     }
@@ -34,16 +39,13 @@ impl RefreshToken {
     pub fn parse(raw: &str) -> Option<Self> {
         let mut parts = raw.split('.');
         let (t, u, s, secret) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some()
-            || secret.len() < 32
-            || [t, u, s].iter().any(|p| p.is_empty() || p.len() > 64)
-        {
+        if parts.next().is_some() || secret.len() < 32 {
             return None;
         }
         Some(Self {
-            tenant_id: t.into(),
-            user_id: u.into(),
-            session_id: s.into(),
+            tenant_id: TenantId::parse(t).ok()?,
+            user_id: UserId::parse(u).ok()?,
+            session_id: SessionId::parse(s).ok()?,
             secret: secret.into(),
         })
     }
@@ -121,13 +123,27 @@ mod tests {
 
     #[test]
     fn a_refresh_token_round_trips_and_hides_its_secret() {
-        let token = RefreshToken::generate("ten_1", "usr_1", "ses_1").unwrap();
+        let token = RefreshToken::generate(
+            &TenantId::parse("ten_01JD0000000000000000000000").unwrap(),
+            &UserId::parse("usr_01JD0000000000000000000000").unwrap(),
+            &SessionId::parse("ses_01JD0000000000000000000000").unwrap(),
+        )
+        .unwrap();
         let parsed = RefreshToken::parse(&token.expose()).unwrap();
         assert_eq!(parsed, token);
         assert_eq!(parsed.hash(), token.hash());
         assert!(!format!("{token:?}").contains(&token.secret));
-        assert!(RefreshToken::parse("ten_1.usr_1.ses_1").is_none());
-        assert!(RefreshToken::parse("ten_1.usr_1.ses_1.short").is_none());
+        let secret = "s".repeat(43);
+        assert!(RefreshToken::parse("ten_01JD0000000000000000000000.usr_01JD0000000000000000000000.ses_01JD0000000000000000000000").is_none());
+        assert!(RefreshToken::parse(&format!("ten_01JD0000000000000000000000.usr_01JD0000000000000000000000.ses_01JD0000000000000000000000.{}", &secret[..10])).is_none());
+        assert!(
+            RefreshToken::parse(&format!(
+                "ten_x.usr_01JD0000000000000000000000.ses_01JD0000000000000000000000.{secret}"
+            ))
+            .is_none(),
+            "the ids in a token are typed"
+        );
+        assert!(RefreshToken::parse(&format!("ten_01JD0000000000000000000000.usr_01JD0000000000000000000000.ses_01JD0000000000000000000000.{secret}")).is_some());
     }
 
     #[test]

@@ -3,10 +3,12 @@
 
 mod email;
 mod identity;
+mod ids;
 mod money;
 
 pub use email::Email;
 pub use identity::{Password, PersonName, Role, TenantName};
+pub use ids::{ApiKeyId, SessionId, TenantId, TypedId, UserId};
 pub use money::Currency;
 
 /// Why a value was refused, worded for the client (it becomes a 422 `errors` entry).

@@ -8,15 +8,16 @@ use crate::auth::authenticate;
 use crate::auth::secrets::ApiKeySecret;
 use crate::clock::rfc3339;
 use crate::context::AppContext;
-use crate::domain::{Invalid, PersonName, Role};
+use crate::domain::{ApiKeyId, Invalid, PersonName, Role};
 use crate::http::pagination::{paged, PageBody};
 use crate::http::{
-    internal, json, no_content, parse_json, path_param, ApiError, HandlerResult, Request,
+    internal, json, no_content, parse_json, path_id, ApiError, HandlerResult, Request,
 };
-use crate::ids::IdKind;
 use crate::repo::api_keys::{self, ApiKey, ApiKeyView};
 use crate::repo::records;
 use crate::validate;
+
+const NO_SUCH_KEY: &str = "This shop has no API key with this id.";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,7 +57,7 @@ pub async fn create(req: Request, ctx: &AppContext) -> HandlerResult {
         name = PersonName::parse(&body.name) => "name",
         role = key_role(body.role.as_deref(), caller.role) => "role",
     }
-    let id = ctx.ids.next(IdKind::ApiKey);
+    let id = ApiKeyId::generate(ctx.ids.as_ref());
     let secret = ApiKeySecret::generate(&id).map_err(internal)?;
     let api_key = ApiKey {
         id,
@@ -100,13 +101,11 @@ pub async fn revoke(req: Request, ctx: &AppContext) -> HandlerResult {
         .with_current_role(ctx)
         .await?;
     caller.require(Role::Admin)?;
-    let id = path_param(&req, "id")?;
+    let id: ApiKeyId = path_id(&req, "id", NO_SUCH_KEY)?;
     if api_keys::revoke(ctx.table.as_ref(), &caller.tenant_id, &id).await? {
         tracing::info!(key_id = %id, "API key revoked");
         Ok(no_content())
     } else {
-        Err(ApiError::not_found(
-            "This shop has no API key with this id.",
-        ))
+        Err(ApiError::not_found(NO_SUCH_KEY))
     }
 }

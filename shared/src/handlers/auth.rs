@@ -10,7 +10,7 @@ use crate::auth::tokens::{Claims, ACCESS_TOKEN_SECONDS, AUDIENCE, ISSUER};
 use crate::auth::{authenticate, passwords};
 use crate::clock::rfc3339;
 use crate::context::AppContext;
-use crate::domain::{Email, Password, PersonName, Role};
+use crate::domain::{Email, Password, PersonName, Role, SessionId, TenantId, TypedId as _, UserId};
 use crate::http::{
     client_ip, internal, json, no_content, parse_json, ApiError, HandlerResult, Request,
 };
@@ -36,13 +36,13 @@ fn invalid_credentials() -> ApiError {
 }
 
 /// Signs an access token for `user` in session `session_id`.
-fn access_token(ctx: &AppContext, user: &User, session_id: &str) -> Result<String, ApiError> {
+fn access_token(ctx: &AppContext, user: &User, session_id: &SessionId) -> Result<String, ApiError> {
     let now = ctx.clock.now().timestamp();
     let claims = Claims {
-        sub: user.id.clone(),
-        tid: user.tenant_id.clone(),
+        sub: user.id.to_string(),
+        tid: user.tenant_id.to_string(),
         role: user.role.as_str().to_owned(),
-        sid: session_id.to_owned(),
+        sid: session_id.to_string(),
         iat: now,
         exp: now + ACCESS_TOKEN_SECONDS,
         iss: ISSUER.to_owned(),
@@ -59,7 +59,7 @@ pub(crate) fn start_session(
     user: &User,
 ) -> Result<(TxOp, Tokens), ApiError> {
     let now = ctx.clock.now();
-    let session_id = ctx.ids.next(IdKind::Session);
+    let session_id = SessionId::generate(ctx.ids.as_ref());
     let refresh =
         RefreshToken::generate(&user.tenant_id, &user.id, &session_id).map_err(internal)?;
     let user_agent = req
@@ -91,15 +91,15 @@ pub(crate) fn start_session(
 /// Makes a user record for a new account (hashing the password).
 pub(crate) async fn new_user(
     ctx: &AppContext,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     email: &Email,
     name: &PersonName,
     password: &Password,
     role: Role,
 ) -> Result<User, ApiError> {
     Ok(User {
-        id: ctx.ids.next(IdKind::User),
-        tenant_id: tenant_id.to_owned(),
+        id: UserId::generate(ctx.ids.as_ref()),
+        tenant_id: tenant_id.clone(),
         email: email.as_str().to_owned(),
         name: name.as_str().to_owned(),
         role,
@@ -117,14 +117,6 @@ pub(crate) fn creation_refused(error: users::CreateError) -> ApiError {
             detail: "An account with this email already exists in this shop.".into(),
         },
         users::CreateError::Store(e) => e.into(),
-    }
-}
-
-fn tenant_id_field(raw: &str) -> Result<String, crate::domain::Invalid> {
-    if IdKind::Tenant.matches(raw) {
-        Ok(raw.to_owned())
-    } else {
-        Err(crate::domain::Invalid("is not a shop id (`ten_…`)".into()))
     }
 }
 
@@ -149,7 +141,7 @@ struct SignedUp {
 pub async fn signup(req: Request, ctx: &AppContext) -> HandlerResult {
     let body: SignupBody = parse_json(&req)?;
     validate! {
-        tenant_id = tenant_id_field(&body.tenant_id) => "tenant_id",
+        tenant_id = TenantId::parse(&body.tenant_id) => "tenant_id",
         email = Email::parse(&body.email) => "email",
         password = Password::parse(body.password.expose_secret()) => "password",
         name = PersonName::parse(&body.name) => "name",

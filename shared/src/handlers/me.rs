@@ -5,19 +5,19 @@ use serde::Serialize;
 
 use crate::auth::{authenticate, Principal};
 use crate::context::AppContext;
-use crate::domain::Role;
+use crate::domain::{ApiKeyId, Role, TenantId, UserId};
 use crate::http::{json, ApiError, HandlerResult, Request};
 use crate::repo::users;
 
 #[derive(Serialize)]
 struct Me {
-    user_id: Option<String>,
-    tenant_id: String,
+    user_id: Option<UserId>,
+    tenant_id: TenantId,
     email: Option<String>,
     name: Option<String>,
     role: Role,
     #[serde(skip_serializing_if = "Option::is_none")]
-    api_key_id: Option<String>,
+    api_key_id: Option<ApiKeyId>,
 }
 
 /// The signed-in user (from the store, so a changed name or role shows at once); for an

@@ -9,11 +9,13 @@ use serde::Deserialize;
 use super::auth::{creation_refused, new_user};
 use crate::auth::{authenticate, Caller};
 use crate::context::AppContext;
-use crate::domain::{Email, Invalid, Password, PersonName, Role};
+use crate::domain::{Email, Invalid, Password, PersonName, Role, UserId};
 use crate::http::pagination::{paged, PageBody};
-use crate::http::{json, parse_json, path_param, ApiError, HandlerResult, Request};
+use crate::http::{json, parse_json, path_id, ApiError, HandlerResult, Request};
 use crate::repo::{records, users};
 use crate::validate;
+
+const NO_SUCH_MEMBER: &str = "This shop has no member with this id.";
 
 /// The roles a member can be given: staff, admin, and (by an owner only) owner.
 fn member_role(raw: &str) -> Result<Role, Invalid> {
@@ -98,7 +100,7 @@ pub async fn update(req: Request, ctx: &AppContext) -> HandlerResult {
         .with_current_role(ctx)
         .await?;
     caller.require(Role::Admin)?;
-    let id = path_param(&req, "id")?;
+    let id: UserId = path_id(&req, "id", NO_SUCH_MEMBER)?;
     let body: UpdateMember = parse_json(&req)?;
     validate! {
         role = member_role(&body.role) => "role",
@@ -106,23 +108,20 @@ pub async fn update(req: Request, ctx: &AppContext) -> HandlerResult {
     let member = users::get(ctx.table.as_ref(), &caller.tenant_id, &id)
         .await?
         .filter(|u| u.role.includes(Role::Staff))
-        .ok_or_else(|| ApiError::not_found("This shop has no member with this id."))?;
+        .ok_or_else(|| ApiError::not_found(NO_SUCH_MEMBER))?;
     may_grant(&caller, role)?;
     if member.role == Role::Owner && caller.role != Role::Owner {
         return Err(ApiError::Forbidden(
             "Only an owner can change an owner.".into(),
         ));
     }
-    if member.role == Role::Owner
-        && role != Role::Owner
-        && caller.user_id() == Some(member.id.as_str())
-    {
+    if member.role == Role::Owner && role != Role::Owner && caller.user_id() == Some(&member.id) {
         return Err(ApiError::Conflict {
             slug: "last-owner",
             detail: "An owner cannot demote themselves; another owner must.".into(),
         });
     }
-    let by = caller.user_id().unwrap_or_default();
+    let by = caller.user_id().map_or("", |id| id.as_str());
     let updated = match users::set_role(ctx.table.as_ref(), &member, role, by).await {
         Ok(user) => user,
         Err(e) if e.is_condition_failed() => {

@@ -4,8 +4,11 @@ use http::StatusCode;
 
 use crate::auth::authenticate;
 use crate::context::AppContext;
+use crate::domain::SessionId;
 use crate::http::pagination::{paged, PageBody};
-use crate::http::{json, no_content, path_param, ApiError, HandlerResult, Request};
+use crate::http::{json, no_content, path_id, ApiError, HandlerResult, Request};
+
+const NO_SUCH_SESSION: &str = "You have no live session with this id.";
 use crate::repo::{records, sessions};
 
 /// The caller's live sessions, newest first, the current one marked; `limit`/`cursor` page.
@@ -25,13 +28,11 @@ pub async fn list(req: Request, ctx: &AppContext) -> HandlerResult {
 pub async fn revoke(req: Request, ctx: &AppContext) -> HandlerResult {
     let caller = authenticate(&req, ctx).await?;
     let (user_id, _) = caller.user()?;
-    let id = path_param(&req, "id")?;
+    let id: SessionId = path_id(&req, "id", NO_SUCH_SESSION)?;
     let revoked = sessions::revoke(ctx.table.as_ref(), &caller.tenant_id, user_id, &id).await?;
     if revoked {
         Ok(no_content())
     } else {
-        Err(ApiError::not_found(
-            "You have no live session with this id.",
-        ))
+        Err(ApiError::not_found(NO_SUCH_SESSION))
     }
 }

@@ -7,9 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::auth::{creation_refused, new_user, start_session, Tokens};
 use crate::clock::rfc3339;
 use crate::context::AppContext;
-use crate::domain::{Currency, Email, Password, PersonName, Role, TenantName};
+use crate::domain::{Currency, Email, Password, PersonName, Role, TenantId, TenantName};
 use crate::http::{json, parse_json, HandlerResult, Request};
-use crate::ids::IdKind;
 use crate::repo::tenants::{self, Tenant};
 use crate::repo::users::{self, UserView};
 use crate::validate;
@@ -50,7 +49,7 @@ pub async fn create(req: Request, ctx: &AppContext) -> HandlerResult {
         owner_name = PersonName::parse(&body.owner.name) => "owner.name",
     }
     let tenant = Tenant {
-        id: ctx.ids.next(IdKind::Tenant),
+        id: TenantId::generate(ctx.ids.as_ref()),
         name: name.as_str().to_owned(),
         currency: currency.as_str().to_owned(),
         created_at: rfc3339(ctx.clock.now()),

@@ -66,8 +66,8 @@ pub async fn claim(req: &Request, ctx: &AppContext, caller: &Caller) -> Result<C
     let scope = Scope {
         tenant_id: caller.tenant_id.clone(),
         principal: match &caller.principal {
-            Principal::User { user_id, .. } => user_id.clone(),
-            Principal::ApiKey { key_id } => key_id.clone(),
+            Principal::User { user_id, .. } => user_id.to_string(),
+            Principal::ApiKey { key_id } => key_id.to_string(),
         },
         key: key(req)?,
     };

@@ -24,6 +24,7 @@ use tracing::Instrument as _;
 pub use error::{internal, ApiError, FieldError, RateLimited, PROBLEM_BASE, PROBLEM_JSON};
 
 use crate::context::AppContext;
+use crate::domain::TypedId;
 use crate::ids::IdKind;
 use crate::routes::{self, Route};
 
@@ -166,6 +167,12 @@ pub fn path_param(req: &Request, name: &str) -> Result<String, ApiError> {
         .first(name)
         .map(str::to_owned)
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("route has no path parameter `{name}`")))
+}
+
+/// A typed id from the path. A malformed id names nothing, so it gets the same 404
+/// (`not_found`) as an id that names nothing of the caller's, without a read.
+pub fn path_id<T: TypedId>(req: &Request, name: &str, not_found: &str) -> Result<T, ApiError> {
+    T::parse(&path_param(req, name)?).map_err(|_| ApiError::not_found(not_found))
 }
 
 /// Parses a JSON body into `T`: 415 unless it is JSON, 400 naming the field when it is

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::secrets::{api_key_prefix, ApiKeySecret};
 use crate::context::AppContext;
-use crate::domain::Role;
+use crate::domain::{ApiKeyId, Role, TenantId};
 use crate::store::{Condition, Index, Item, Key, Query, StoreError, Table, UpdateOp};
 
 /// How stale `last_used_at` may get before a use writes it again (one write a minute at most).
@@ -14,8 +14,8 @@ const LAST_USED_GRANULARITY_SECONDS: i64 = 60;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKey {
-    pub id: String,
-    pub tenant_id: String,
+    pub id: ApiKeyId,
+    pub tenant_id: TenantId,
     pub name: String,
     pub role: Role,
     pub prefix: String,
@@ -26,7 +26,7 @@ pub struct ApiKey {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ApiKeyView {
-    pub id: String,
+    pub id: ApiKeyId,
     pub name: String,
     pub role: Role,
     pub prefix: String,

@@ -20,6 +20,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::TenantId;
 use crate::store::{Condition, Item, Key, StoreError, Table, TxOp, UpdateOp};
 
 /// How long a stored answer is replayed.
@@ -55,7 +56,7 @@ impl IdempotencyKey {
 /// Whose key it is: a key means something only to the caller that sent it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scope {
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     /// The user id or API key id of the caller.
     pub principal: String,
     pub key: IdempotencyKey,

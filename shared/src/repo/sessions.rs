@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::{SessionId, TenantId, UserId};
+
 use crate::store::{
     Condition, Index, Item, Key, Query, SortKey, StoreError, Table, TxOp, UpdateOp,
 };
@@ -17,9 +19,9 @@ const SPENT_KEPT: usize = 50;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
-    pub id: String,
-    pub tenant_id: String,
-    pub user_id: String,
+    pub id: SessionId,
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
     pub created_at: String,
     pub last_used_at: String,
     pub user_agent: Option<String>,
@@ -32,7 +34,7 @@ pub struct Session {
 /// The session as the API shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SessionView {
-    pub id: String,
+    pub id: SessionId,
     pub created_at: String,
     pub last_used_at: String,
     pub user_agent: Option<String>,

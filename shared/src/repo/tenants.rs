@@ -2,11 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::TenantId;
+
 use crate::store::{Condition, Item, Key, StoreError, Table, TxOp};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
-    pub id: String,
+    pub id: TenantId,
     pub name: String,
     pub currency: String,
     pub created_at: String,

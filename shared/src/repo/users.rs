@@ -7,13 +7,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Email, Role};
+use crate::domain::{Email, Role, TenantId, UserId};
 use crate::store::{Condition, Index, Item, Key, Query, StoreError, Table, TxOp, UpdateOp};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
-    pub id: String,
-    pub tenant_id: String,
+    pub id: UserId,
+    pub tenant_id: TenantId,
     pub email: String,
     pub name: String,
     pub role: Role,
@@ -24,8 +24,8 @@ pub struct User {
 /// The user as the API shows it (never the password hash).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct UserView {
-    pub id: String,
-    pub tenant_id: String,
+    pub id: UserId,
+    pub tenant_id: TenantId,
     pub email: String,
     pub name: String,
     pub role: Role,
