@@ -101,6 +101,23 @@ pub struct Options {
     /// Directory for the durable store, queue, blobs and keys (created if absent).
     #[arg(long, env = "STOREFRONT_DATA_DIR", default_value = ".storefront")]
     pub data_dir: PathBuf,
+    /// The payment provider's webhook signing secret (`whsec_…`). Unset, one is generated in
+    /// the data directory on first start and printed at every start.
+    #[arg(
+        long,
+        env = PAYMENT_WEBHOOK_SECRET_ENV,
+        hide_env_values = true,
+        value_parser = non_empty_secret
+    )]
+    pub payment_webhook_secret: Option<SecretString>,
+}
+
+/// A secret given on the command line or in the environment, trimmed; empty is unset.
+fn non_empty_secret(raw: &str) -> Result<SecretString, String> {
+    match raw.trim() {
+        "" => Err("is empty; unset it to have one generated".into()),
+        secret => Ok(SecretString::from(secret.to_owned())),
+    }
 }
 
 /// Where the payment provider's webhook secret comes from.
@@ -128,13 +145,17 @@ impl Server {
         let url = format!("http://{}", listener.local_addr()?);
         let mut embedded =
             AppContext::embedded(&options.data_dir, &url, limits, Arc::new(SystemClock))?;
-        let chosen = std::env::var(PAYMENT_WEBHOOK_SECRET_ENV)
-            .ok()
-            .filter(|secret| !secret.trim().is_empty());
-        let generated_payment_secret = chosen.is_none();
-        if let Some(secret) = chosen {
-            embedded.ctx.payment_webhook_secret = Some(SecretString::from(secret));
-        }
+        let generated_payment_secret = options.payment_webhook_secret.is_none();
+        let payment_secret = match options.payment_webhook_secret {
+            Some(chosen) => chosen,
+            None => storefront::context::load_or_create_webhook_secret(
+                &options
+                    .data_dir
+                    .join("keys")
+                    .join(storefront::context::PAYMENT_WEBHOOK_SECRET_FILE),
+            )?,
+        };
+        embedded.ctx.payment_webhook_secret = Some(payment_secret);
         let (stop, stopped) = watch::channel(false);
         let worker = tokio::spawn(storefront::jobs::run_queue(
             embedded.ctx.clone(),

@@ -44,9 +44,9 @@ pub struct AppContext {
     pub limits: RateLimits,
     /// The keys that verify access tokens (and sign them, in functions that issue them).
     pub keys: Arc<KeyRing>,
-    /// The payment provider's webhook signing secret (`whsec_…`): locally from
-    /// `STOREFRONT_PAYMENT_WEBHOOK_SECRET` or generated in the data directory; on AWS only
-    /// the payment webhook function is given it.
+    /// The payment provider's webhook signing secret (`whsec_…`), where this process verifies
+    /// its webhooks: the local server sets it (from `STOREFRONT_PAYMENT_WEBHOOK_SECRET`, or
+    /// generated in the data directory); on AWS only the payment webhook function will.
     pub payment_webhook_secret: Option<SecretString>,
     pub started_at: DateTime<Utc>,
 }
@@ -134,12 +134,9 @@ impl AppContext {
         let blobs = EmbeddedBlobs::open(&data_dir.join("blobs"), public_url, key, clock.clone())
             .map_err(EmbeddedError::Other)?;
         let keys = crate::auth::keys::load_local(data_dir).map_err(EmbeddedError::Other)?;
-        let payment_webhook_secret =
-            load_or_create_webhook_secret(&data_dir.join("keys").join(PAYMENT_WEBHOOK_SECRET_FILE))
-                .map_err(EmbeddedError::Other)?;
         let ctx = Self {
             keys: Arc::new(keys),
-            payment_webhook_secret: Some(payment_webhook_secret),
+            payment_webhook_secret: None,
             table: Arc::new(table),
             queue: Arc::new(jobs.clone()),
             blobs: Arc::new(blobs.clone()),

@@ -10,7 +10,7 @@ use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse
 use lambda_runtime::LambdaEvent;
 
 use crate::context::AppContext;
-use crate::jobs::outbox::{relay_shard, shard_of_partition};
+use crate::jobs::outbox::{relay_all, relay_shard, shard_of_partition};
 use crate::jobs::{process_batch, JobMessage, Worker};
 use crate::routes;
 use crate::store::Key;
@@ -110,13 +110,40 @@ pub async fn handle_outbox_stream(ctx: &AppContext, event: StreamEvent) -> Dynam
     response
 }
 
-/// Relays the outbox, woken by the table's stream, until the sandbox ends.
-pub async fn serve_outbox_stream(ctx: AppContext) -> Result<(), Error> {
+/// What wakes the outbox relay: the table's stream, or the sweep EventBridge sends every
+/// minute (any event without stream records).
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub enum RelayEvent {
+    Stream(StreamEvent),
+    Sweep(serde_json::Value),
+}
+
+/// Handles one wake-up of the relay. A sweep drains every shard, and fails (so the
+/// failure shows in the function's error metrics) when a shard cannot be sent.
+pub async fn handle_relay(
+    ctx: &AppContext,
+    event: RelayEvent,
+) -> Result<DynamoDbEventResponse, Error> {
+    match event {
+        RelayEvent::Stream(event) => Ok(handle_outbox_stream(ctx, event).await),
+        RelayEvent::Sweep(_) => {
+            let sent = relay_all(ctx.table.as_ref(), ctx.queue.as_ref()).await?;
+            if sent > 0 {
+                tracing::warn!(sent, "the sweep sent jobs the stream had not");
+            }
+            Ok(DynamoDbEventResponse::default())
+        }
+    }
+}
+
+/// Relays the outbox, woken by the table's stream and the sweep, until the sandbox ends.
+pub async fn serve_outbox_relay(ctx: AppContext) -> Result<(), Error> {
     let ctx = Arc::new(ctx);
     lambda_runtime::run(lambda_runtime::service_fn(
-        move |event: LambdaEvent<StreamEvent>| {
+        move |event: LambdaEvent<RelayEvent>| {
             let ctx = ctx.clone();
-            async move { Ok::<_, Error>(handle_outbox_stream(&ctx, event.payload).await) }
+            async move { handle_relay(&ctx, event.payload).await }
         },
     ))
     .await

@@ -17,7 +17,8 @@
 //! - [`handlers`]: one file per resource, each an `async fn(Request, &AppContext)`.
 //! - [`routes`]: the one route table; the local router, `template.yaml` and `openapi.yaml`
 //!   are checked against it.
-//! - [`jobs`]: the SQS batch handler and the workers it runs.
+//! - [`jobs`]: the SQS batch handler, the workers it runs, and the transactional outbox whose
+//!   relay feeds the jobs queue.
 //! - [`lambda`] and [`telemetry`]: what a Lambda binary's `main` calls.
 //!
 //! A newcomer starts at [`routes`], follows a route to its handler, and from there down.

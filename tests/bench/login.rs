@@ -50,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
     let server = Server::start(Options {
         addr: "127.0.0.1:0".parse()?,
         data_dir: dir.path().to_owned(),
+        payment_webhook_secret: None,
     })
     .await?;
     let client = reqwest::Client::new();

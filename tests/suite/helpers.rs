@@ -55,6 +55,7 @@ impl LocalServer {
         let server = Server::start(Options {
             addr: "127.0.0.1:0".parse().expect("addr"),
             data_dir: dir.path().to_owned(),
+            payment_webhook_secret: None,
         })
         .await
         .expect("local server starts");

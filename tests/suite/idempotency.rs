@@ -187,7 +187,25 @@ pub async fn keys_belong_to_their_caller_and_expire_after_a_day(f: Fixture) {
     let _fresh = started(&f, &mine, "fp-changed", "req_3").await;
 }
 
+pub async fn a_takeover_late_in_a_records_life_keeps_it_a_full_day(f: Fixture) {
+    let s = scope("usr_a", "key-1");
+    let _crashed = started(&f, &s, "fp-1", "req_1").await;
+    f.clock
+        .advance(Duration::from_secs(RETENTION_SECONDS as u64 - 30));
+    let retry = started(&f, &s, "fp-1", "req_2").await;
+    f.clock.advance(Duration::from_secs(60));
+    retry
+        .finish(f.table.as_ref(), &answer("late but kept"))
+        .await
+        .expect("the record outlived its first day because the takeover renewed it");
+    match claim(&f, &s, "fp-1", "req_3").await {
+        Ok(Begin::Replay(stored)) => assert_eq!(stored.body, "late but kept"),
+        other => panic!("expected a replay, got {other:?}"),
+    }
+}
+
 conformance!(embedded, dynamo;
+    a_takeover_late_in_a_records_life_keeps_it_a_full_day,
     a_completed_answer_replays_for_the_same_request,
     the_same_key_for_another_request_is_refused_before_and_after_completion,
     a_retry_while_the_first_request_runs_is_refused_as_in_flight,

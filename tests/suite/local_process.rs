@@ -319,3 +319,47 @@ fn rotate_keys_adds_a_signing_key_and_keeps_the_two_newest() {
         .count();
     assert_eq!(keys, 2, "older keys are retired");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chosen_payment_webhook_secret_is_the_one_the_server_keeps() {
+    use clap::Parser as _;
+    use secrecy::ExposeSecret as _;
+    use storefront_local::{Cli, Server};
+
+    let dir = helpers::temp_dir();
+    let cli = Cli::try_parse_from(
+        [
+            "storefront-local",
+            "--addr",
+            "127.0.0.1:0",
+            "--payment-webhook-secret",
+            "  whsec_chosen_by_the_developer  ",
+            "--data-dir",
+        ]
+        .into_iter()
+        .map(std::ffi::OsString::from)
+        .chain([dir.path().as_os_str().to_owned()]),
+    )
+    .expect("flags parse");
+    let server = Server::start(cli.options).await.expect("starts");
+    assert_eq!(
+        server
+            .embedded()
+            .ctx
+            .payment_webhook_secret
+            .as_ref()
+            .map(|s| s.expose_secret()),
+        Some("whsec_chosen_by_the_developer"),
+        "trimmed and kept"
+    );
+    assert!(server.generated_payment_secret().is_none());
+    assert!(
+        !dir.path().join("keys/payment-webhook.secret").exists(),
+        "nothing is generated when a secret is chosen"
+    );
+    server.stop().await;
+    assert!(
+        Cli::try_parse_from(["storefront-local", "--payment-webhook-secret", " "]).is_err(),
+        "an empty secret is refused, not used"
+    );
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use storefront::clock::Clock as _;
-use storefront::jobs::outbox::{enqueue, relay_all, relay_shard, shard_of};
+use storefront::jobs::outbox::{enqueue, relay_all, relay_shard, shard_of, MAX_BATCHES_PER_CALL};
 use storefront::jobs::worker::Job;
 use storefront::queue::embedded::{EmbeddedQueue, EmbeddedQueues, QueueConfig};
 use storefront::queue::{Outgoing, Queue, QueueError, Received};
@@ -144,10 +144,136 @@ pub async fn a_repeated_message_id_is_refused_rather_than_overwriting_a_waiting_
     assert!(again.is_err(), "{again:?}");
 }
 
+pub async fn an_item_that_can_never_be_sent_is_parked_and_the_jobs_behind_it_go(f: Fixture) {
+    let (queue, _dir) = jobs_queue(&f);
+    let shard = shard_of(TENANT);
+    // Written by something else: no `body`, so it cannot decode as a waiting job.
+    f.table
+        .put(
+            Item::new(&Key::new(format!("OUTBOX#{shard}"), message_id(0))),
+            None,
+        )
+        .await
+        .unwrap();
+    f.table.write(enqueued(&f, 1)).await.unwrap();
+    assert_eq!(
+        relay_shard(f.table.as_ref(), &queue, shard).await.unwrap(),
+        1
+    );
+    assert_eq!(drain(&queue).await, [job(1).to_body().unwrap()]);
+    let parked = f
+        .table
+        .get(&Key::new(format!("OUTBOX_DEAD#{shard}"), message_id(0)))
+        .await
+        .unwrap()
+        .expect("kept aside for an operator");
+    assert!(parked.get_str("parked_because").is_some());
+    assert_eq!(
+        relay_shard(f.table.as_ref(), &queue, shard).await.unwrap(),
+        0
+    );
+}
+
 conformance!(embedded, dynamo;
+    an_item_that_can_never_be_sent_is_parked_and_the_jobs_behind_it_go,
     a_job_written_with_its_change_is_sent_once_and_cleared,
     a_change_that_fails_sends_nothing,
     every_job_of_a_shard_is_sent_across_several_batches,
     a_job_the_queue_refused_stays_in_the_outbox_for_the_next_round,
     a_repeated_message_id_is_refused_rather_than_overwriting_a_waiting_job,
 );
+
+#[tokio::test]
+async fn a_job_too_large_for_the_queue_is_refused_when_written() {
+    let f = embedded().await;
+    let huge = Job::DeleteBlob {
+        key: "k".repeat(storefront::queue::MAX_BODY_BYTES),
+    };
+    let refused = enqueue(&huge, &message_id(1), TENANT, f.clock.now());
+    assert!(refused.is_err(), "{refused:?}");
+}
+
+#[tokio::test]
+async fn one_call_sends_a_bounded_number_of_batches_and_the_next_goes_on() {
+    let f = embedded().await;
+    let (queue, _dir) = jobs_queue(&f);
+    let total = MAX_BATCHES_PER_CALL * 10 + 5;
+    for n in 0..total {
+        f.table.write(enqueued(&f, n)).await.unwrap();
+    }
+    let shard = shard_of(TENANT);
+    let first = relay_shard(f.table.as_ref(), &queue, shard).await.unwrap();
+    assert_eq!(first, MAX_BATCHES_PER_CALL * 10);
+    assert_eq!(
+        relay_shard(f.table.as_ref(), &queue, shard).await.unwrap(),
+        5
+    );
+    assert_eq!(drain(&queue).await.len(), total);
+}
+
+/// The stream's first record names the outbox shard of [`TENANT`] (see events_replay.rs).
+fn stream_event() -> storefront::lambda::RelayEvent {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/outbox-relay.json"),
+    )
+    .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test]
+async fn a_stream_batch_whose_send_fails_reports_its_first_record_and_keeps_the_job() {
+    let (embedded, _dir) = helpers::embedded(helpers::system_clock());
+    let mut ctx = embedded.ctx.clone();
+    ctx.queue = std::sync::Arc::new(Unreachable);
+    let write = enqueue(&job(1), &message_id(1), TENANT, ctx.clock.now()).unwrap();
+    ctx.table.write(write).await.unwrap();
+    let response = storefront::lambda::handle_relay(&ctx, stream_event())
+        .await
+        .unwrap();
+    let failed: Vec<Option<&str>> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_deref())
+        .collect();
+    assert_eq!(failed, [Some("111100000000000000000001")]);
+    assert_eq!(
+        relay_all(ctx.table.as_ref(), embedded.ctx.queue.as_ref())
+            .await
+            .unwrap(),
+        1,
+        "the job waited in the table"
+    );
+}
+
+#[tokio::test]
+async fn a_sweep_drains_every_shard_and_fails_loudly_when_the_queue_is_down() {
+    let (embedded, _dir) = helpers::embedded(helpers::system_clock());
+    let sweep: storefront::lambda::RelayEvent = serde_json::from_value(serde_json::json!({
+        "version": "0",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "detail": {}
+    }))
+    .unwrap();
+    for (n, tenant) in [
+        "ten_01JD0000000000000000000001",
+        "ten_01JD0000000000000000000007",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let write = enqueue(&job(n), &message_id(n), tenant, embedded.ctx.clock.now()).unwrap();
+        embedded.ctx.table.write(write).await.unwrap();
+    }
+    let mut down = embedded.ctx.clone();
+    down.queue = std::sync::Arc::new(Unreachable);
+    let sweep_again: storefront::lambda::RelayEvent =
+        serde_json::from_value(serde_json::json!({"detail-type": "Scheduled Event"})).unwrap();
+    assert!(storefront::lambda::handle_relay(&down, sweep_again)
+        .await
+        .is_err());
+    storefront::lambda::handle_relay(&embedded.ctx, sweep)
+        .await
+        .unwrap();
+    assert_eq!(drain(&embedded.jobs).await.len(), 2);
+}

@@ -10,6 +10,7 @@ use http::{header, HeaderName, HeaderValue, StatusCode};
 use super::{request_id, ApiError, Request, Response};
 use crate::auth::{Caller, Principal};
 use crate::context::AppContext;
+use crate::ids::IdKind;
 use crate::repo::idempotency::{
     self, Begin, IdempotencyKey, Lease, Refusal, Scope, StoredResponse,
 };
@@ -71,11 +72,16 @@ pub async fn claim(req: &Request, ctx: &AppContext, caller: &Caller) -> Result<C
         },
         key: key(req)?,
     };
+    // The request id names the holder; a request that bypassed `dispatch` gets its own.
+    let holder = match request_id(req) {
+        "" => ctx.ids.next(IdKind::Request),
+        id => id.to_owned(),
+    };
     let begun = idempotency::begin(
         ctx.table.as_ref(),
         &scope,
         &fingerprint(req),
-        request_id(req),
+        &holder,
         ctx.clock.now(),
     )
     .await;

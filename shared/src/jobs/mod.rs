@@ -1,4 +1,6 @@
-//! Background jobs: the batch handler every queue consumer uses, and the workers it runs.
+//! Background jobs: the batch handler every queue consumer uses, the workers it runs, and
+//! the [`outbox`] that gets jobs onto the queue in the same transaction as the change
+//! that causes them.
 //!
 //! A batch is processed message by message: each message's failure (an error or a panic)
 //! is reported on its own, so a poisoned message never fails its batch-mates. On Lambda the

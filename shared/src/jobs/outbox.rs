@@ -2,16 +2,21 @@
 //! the change that causes it, then relayed to the jobs queue. A change that lands always
 //! gets its job sent; a change that fails sends nothing.
 //!
-//! Items live at `OUTBOX#<shard>` / `<message id>`: ids are ULIDs, so a shard reads oldest
-//! first, and [`SHARDS`] partitions spread the write load. The relay reads a shard, sends
-//! what it found in batches of ten, and deletes each item only after its batch was
-//! accepted. A crash between the two sends a job twice, never zero times: delivery is at
-//! least once, and every job's handler is idempotent.
+//! Items live at `OUTBOX#<shard>` / `<message id>`: ids are ULIDs, so a shard reads roughly
+//! oldest first (there is no ordering promise: the jobs queue is a standard SQS queue), and
+//! [`SHARDS`] partitions spread the write load. The relay reads a shard, sends what it found
+//! in batches of ten, and deletes each item only after its batch was accepted. A crash
+//! between the two sends a job twice, never zero times: delivery is at least once, so every
+//! job's handler is idempotent (deleting a deleted blob is fine; later jobs key their effects
+//! on the id of what they act on).
 //!
 //! On AWS the relay is the `outbox-relay` function, woken by the table's stream whenever an
-//! outbox item is inserted; it drains the whole shard, so an item whose wake-up was lost is
-//! sent with the next one. The local server runs the same relay as a loop.
-//! <https://microservices.io/patterns/data/transactional-outbox.html>
+//! outbox item is inserted, and by a sweep every minute that drains every shard, so a job
+//! whose wake-up was lost or whose retries ran out is sent within a minute of the queue
+//! coming back. The local server runs the same relay as a loop. An item that can never be
+//! sent (it does not decode, or the queue refuses its body) is moved aside to
+//! `OUTBOX_DEAD#<shard>` with the reason and logged as an error, rather than blocking its
+//! shard. <https://microservices.io/patterns/data/transactional-outbox.html>
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -23,7 +28,11 @@ use crate::store::{Condition, Index, Item, Key, Query, StoreError, Table, TxOp};
 
 /// How many partitions the outbox spreads over.
 pub const SHARDS: u32 = 8;
+/// The most batches one call sends, so a relay under steady writes ends well inside its
+/// Lambda timeout; the next wake-up or sweep goes on where it stopped.
+pub const MAX_BATCHES_PER_CALL: usize = 20;
 const PREFIX: &str = "OUTBOX#";
+const DEAD_PREFIX: &str = "OUTBOX_DEAD#";
 
 /// One job waiting to be sent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,7 +42,7 @@ struct Pending {
     created_at: String,
 }
 
-/// The shard a tenant's jobs go to: stable, so one tenant's jobs keep their order.
+/// The shard a tenant's jobs go to: stable across builds, and spreading tenants evenly.
 pub fn shard_of(tenant_id: &str) -> u32 {
     // FNV-1a: tiny, stable across builds and platforms (std's hasher is neither promised).
     let hash = tenant_id.bytes().fold(0x811c_9dc5_u32, |h, b| {
@@ -55,7 +64,8 @@ pub fn shard_of_partition(pk: &str) -> Option<u32> {
 }
 
 /// The write that puts `job` in the outbox, for the transaction of the change causing it.
-/// `message_id` (a `msg_` id) names the item and lets consumers spot a repeat.
+/// `message_id` (a `msg_` id) names the item. A job the queue could never carry is refused
+/// here, while the change can still be refused with it.
 pub fn enqueue(
     job: &Job,
     message_id: &str,
@@ -65,6 +75,8 @@ pub fn enqueue(
     let body = job
         .to_body()
         .map_err(|e| StoreError::Invalid(format!("job does not serialise: {e}")))?;
+    crate::queue::validate(&Outgoing::new(body.as_str()))
+        .map_err(|e| StoreError::Invalid(format!("job cannot be queued: {e}")))?;
     let pending = Pending {
         body,
         created_at: crate::clock::rfc3339(now),
@@ -77,7 +89,8 @@ pub fn enqueue(
     })
 }
 
-/// Sends every job waiting in `shard`, oldest first, and says how many it sent.
+/// Sends the jobs waiting in `shard`, oldest first, up to [`MAX_BATCHES_PER_CALL`]
+/// batches, and says how many it sent.
 #[tracing::instrument(skip(table, queue))]
 pub async fn relay_shard(
     table: &dyn Table,
@@ -85,20 +98,28 @@ pub async fn relay_shard(
     shard: u32,
 ) -> anyhow::Result<usize> {
     let mut sent = 0;
-    loop {
+    for _ in 0..MAX_BATCHES_PER_CALL {
         let page = table
             .query(Query::partition(Index::Primary, partition(shard)).limit(MAX_BATCH))
             .await
             .with_context(|| format!("reading outbox shard {shard}"))?;
         if page.items.is_empty() {
-            return Ok(sent);
+            break;
         }
         let mut keys = Vec::with_capacity(page.items.len());
         let mut messages = Vec::with_capacity(page.items.len());
         for item in &page.items {
-            let pending: Pending = item.record()?;
-            keys.push(item.key()?);
-            messages.push(Outgoing::new(pending.body));
+            let key = item.key()?;
+            match sendable(item) {
+                Ok(message) => {
+                    keys.push(key);
+                    messages.push(message);
+                }
+                Err(reason) => park(table, item, shard, &reason).await?,
+            }
+        }
+        if messages.is_empty() {
+            continue;
         }
         queue
             .send_batch(messages)
@@ -116,6 +137,39 @@ pub async fn relay_shard(
         sent += keys.len();
         tracing::info!(shard, count = keys.len(), "outbox jobs sent");
     }
+    Ok(sent)
+}
+
+/// The message an outbox item becomes, or why it can never be one.
+fn sendable(item: &Item) -> Result<Outgoing, String> {
+    let pending: Pending = item.record().map_err(|e| e.to_string())?;
+    let message = Outgoing::new(pending.body);
+    crate::queue::validate(&message).map_err(|e| e.to_string())?;
+    Ok(message)
+}
+
+/// Moves an item that can never be sent out of its shard, keeping it (and why) for an
+/// operator: one bad item must not hold back every job behind it.
+async fn park(table: &dyn Table, item: &Item, shard: u32, reason: &str) -> anyhow::Result<()> {
+    let key = item.key()?;
+    tracing::error!(shard, item = %key.sk, reason, "outbox item cannot be sent; parked");
+    let parked = item
+        .clone()
+        .with(crate::store::PK, format!("{DEAD_PREFIX}{shard}"))
+        .with("parked_because", reason);
+    table
+        .transact(vec![
+            TxOp::Put {
+                item: parked,
+                condition: None,
+            },
+            TxOp::Delete {
+                key: key.clone(),
+                condition: Some(Condition::Exists),
+            },
+        ])
+        .await
+        .with_context(|| format!("parking outbox item {}", key.sk))
 }
 
 /// Drains every shard once; the local server calls this in a loop.

@@ -188,6 +188,10 @@ pub async fn begin(
     holder: &str,
     now: DateTime<Utc>,
 ) -> Result<Begin, Refusal> {
+    if holder.is_empty() {
+        // Two claims with one empty holder could complete each other's lease.
+        return Err(StoreError::Invalid("an idempotency claim needs a holder id".into()).into());
+    }
     let key = scope.item_key();
     let lease = Lease {
         key: key.clone(),
@@ -241,6 +245,8 @@ pub async fn begin(
                 vec![
                     UpdateOp::set("holder", holder),
                     UpdateOp::set("locked_until", seconds + LEASE_SECONDS),
+                    // A full retention from now, so the record cannot expire mid-request.
+                    UpdateOp::set(crate::store::TTL, seconds + RETENTION_SECONDS),
                 ],
                 Some(Condition::And(vec![
                     Condition::eq("holder", existing.holder.as_str()),
