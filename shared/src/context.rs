@@ -171,21 +171,16 @@ pub enum EmbeddedError {
 
 /// Reads a 32-byte key from `path`, creating it (readable by the owner only) on first start.
 pub fn load_or_create_key(path: &Path) -> anyhow::Result<SigningKey> {
-    match std::fs::read(path) {
-        Ok(bytes) if bytes.len() == 32 => return Ok(SigningKey::from_bytes(bytes)),
-        Ok(_) => anyhow::bail!(
-            "{} is not a 32-byte key; delete it to make a new one",
-            path.display()
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let key = SigningKey::generate()?;
-    write_private(path, key.expose()).with_context(|| format!("writing {}", path.display()))?;
-    Ok(key)
+    load_or_create(
+        path,
+        "a 32-byte key",
+        |bytes| (bytes.len() == 32).then(|| SigningKey::from_bytes(bytes)),
+        || {
+            let key = SigningKey::generate()?;
+            let bytes = key.expose().to_vec();
+            Ok((key, bytes))
+        },
+    )
 }
 
 /// Where a data directory keeps its generated payment webhook secret, under `keys/`.
@@ -194,24 +189,50 @@ pub const PAYMENT_WEBHOOK_SECRET_FILE: &str = "payment-webhook.secret";
 /// Reads a webhook secret (`whsec_…`) from `path`, creating it (readable by the owner only)
 /// on first start, so the payment provider stays configured across restarts.
 pub fn load_or_create_webhook_secret(path: &Path) -> anyhow::Result<SecretString> {
-    match std::fs::read_to_string(path) {
-        Ok(text) if text.trim().starts_with("whsec_") => {
-            return Ok(SecretString::from(text.trim().to_owned()))
+    load_or_create(
+        path,
+        "a `whsec_` secret",
+        |bytes| {
+            let text = String::from_utf8(bytes).ok()?;
+            let secret = text.trim();
+            secret
+                .starts_with("whsec_")
+                .then(|| SecretString::from(secret.to_owned()))
+        },
+        || {
+            let secret = format!("whsec_{}", crate::crypto::random_token(32)?);
+            let bytes = secret.clone().into_bytes();
+            Ok((SecretString::from(secret), bytes))
+        },
+    )
+}
+
+/// Reads the private file at `path` with `decode` (`None`: it does not hold `what`), or, on
+/// first start, makes a value with `make` and writes its bytes there, owner-readable only.
+fn load_or_create<T>(
+    path: &Path,
+    what: &str,
+    decode: impl FnOnce(Vec<u8>) -> Option<T>,
+    make: impl FnOnce() -> anyhow::Result<(T, Vec<u8>)>,
+) -> anyhow::Result<T> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            return decode(bytes).with_context(|| {
+                format!(
+                    "{} does not hold {what}; delete it to make a new one",
+                    path.display()
+                )
+            })
         }
-        Ok(_) => anyhow::bail!(
-            "{} does not hold a `whsec_` secret; delete it to make a new one",
-            path.display()
-        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let secret = format!("whsec_{}", crate::crypto::random_token(32)?);
-    write_private(path, secret.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(SecretString::from(secret))
+    let (value, bytes) = make()?;
+    write_private(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+    Ok(value)
 }
 
 /// Writes a new file readable by its owner only (keys).

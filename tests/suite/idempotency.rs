@@ -47,6 +47,13 @@ async fn started(f: &Fixture, scope: &Scope, fingerprint: &str, holder: &str) ->
     }
 }
 
+async fn replayed(f: &Fixture, scope: &Scope, fingerprint: &str, holder: &str) -> StoredResponse {
+    match claim(f, scope, fingerprint, holder).await {
+        Ok(Begin::Replay(stored)) => stored,
+        other => panic!("expected a replay, got {other:?}"),
+    }
+}
+
 /// A change the answer lands with: one new item.
 fn change(name: &str) -> TxOp {
     TxOp::Put {
@@ -65,10 +72,10 @@ pub async fn a_completed_answer_replays_for_the_same_request(f: Fixture) {
         ])
         .await
         .unwrap();
-    match claim(&f, &s, "fp-1", "req_2").await {
-        Ok(Begin::Replay(stored)) => assert_eq!(stored, answer("{\"id\":1}")),
-        other => panic!("expected a replay, got {other:?}"),
-    }
+    assert_eq!(
+        replayed(&f, &s, "fp-1", "req_2").await,
+        answer("{\"id\":1}")
+    );
 }
 
 pub async fn the_same_key_for_another_request_is_refused_before_and_after_completion(f: Fixture) {
@@ -147,10 +154,7 @@ pub async fn a_crashed_requests_lease_lapses_and_its_late_answer_cannot_land(f: 
         .finish(f.table.as_ref(), &answer("retry"))
         .await
         .unwrap();
-    match claim(&f, &s, "fp-1", "req_3").await {
-        Ok(Begin::Replay(stored)) => assert_eq!(stored.body, "retry"),
-        other => panic!("expected a replay, got {other:?}"),
-    }
+    assert_eq!(replayed(&f, &s, "fp-1", "req_3").await.body, "retry");
 }
 
 pub async fn an_answer_whose_change_fails_is_not_stored_and_a_release_frees_the_key(f: Fixture) {
@@ -198,10 +202,10 @@ pub async fn a_takeover_late_in_a_records_life_keeps_it_a_full_day(f: Fixture) {
         .finish(f.table.as_ref(), &answer("late but kept"))
         .await
         .expect("the record outlived its first day because the takeover renewed it");
-    match claim(&f, &s, "fp-1", "req_3").await {
-        Ok(Begin::Replay(stored)) => assert_eq!(stored.body, "late but kept"),
-        other => panic!("expected a replay, got {other:?}"),
-    }
+    assert_eq!(
+        replayed(&f, &s, "fp-1", "req_3").await.body,
+        "late but kept"
+    );
 }
 
 conformance!(embedded, dynamo;
