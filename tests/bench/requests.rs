@@ -11,7 +11,11 @@ use serde_json::{json, Value};
 use storefront::clock::SystemClock;
 use storefront::config::RateLimits;
 use storefront::context::AppContext;
+use storefront::domain::{TenantId, TypedId as _};
 use storefront::http::{dispatch, ClientIp};
+use storefront::jobs::outbox;
+use storefront::jobs::worker::Job;
+use storefront::repo::idempotency::{begin, Begin, IdempotencyKey, Scope, StoredResponse};
 use storefront::routes::ROUTES;
 use storefront::store::{Condition, Item, Key, Page, Query, StoreError, Table, TxOp, UpdateOp};
 
@@ -132,11 +136,12 @@ async fn main() -> anyhow::Result<()> {
     let mut ctx = embedded.ctx.clone();
     ctx.table = counting.clone();
     let mut rows = Vec::new();
-    let mut row =
-        |name: &str, status: u16| rows.push(format!("| {name} | {status} | {} |", counting.take()));
+    let mut row = |name: &str, status: &dyn std::fmt::Display| {
+        rows.push(format!("| {name} | {status} | {} |", counting.take()))
+    };
 
     let (s, shop) = call(&ctx, Method::POST, "/v1/tenants", None, Some(json!({"name": "Shop", "owner": {"email": "o@example.com", "password": "correct horse battery", "name": "O"}}))).await;
-    row("POST /v1/tenants", s);
+    row("POST /v1/tenants", &s);
     let tenant = shop["tenant"]["id"].as_str().unwrap_or_default().to_owned();
     let owner = shop["tokens"]["access_token"]
         .as_str()
@@ -147,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_default()
         .to_owned();
     let (s, _) = call(&ctx, Method::POST, "/v1/auth/signup", None, Some(json!({"tenant_id": tenant, "email": "c@example.com", "password": "customer password", "name": "C"}))).await;
-    row("POST /v1/auth/signup", s);
+    row("POST /v1/auth/signup", &s);
     let (s, _) = call(
         &ctx,
         Method::POST,
@@ -158,9 +163,9 @@ async fn main() -> anyhow::Result<()> {
         ),
     )
     .await;
-    row("POST /v1/auth/login", s);
+    row("POST /v1/auth/login", &s);
     let (s, _) = call(&ctx, Method::POST, "/v1/auth/login", None, Some(json!({"tenant_id": tenant, "email": "nobody@example.com", "password": "customer password"}))).await;
-    row("POST /v1/auth/login (unknown email, 401)", s);
+    row("POST /v1/auth/login (unknown email, 401)", &s);
     let (s, _) = call(
         &ctx,
         Method::POST,
@@ -169,15 +174,15 @@ async fn main() -> anyhow::Result<()> {
         Some(json!({"refresh_token": refresh})),
     )
     .await;
-    row("POST /v1/auth/refresh", s);
+    row("POST /v1/auth/refresh", &s);
     let (s, _) = call(&ctx, Method::GET, "/v1/me", Some(&owner), None).await;
-    row("GET /v1/me (access token)", s);
+    row("GET /v1/me (access token)", &s);
     let (s, _) = call(&ctx, Method::GET, "/v1/sessions", Some(&owner), None).await;
-    row("GET /v1/sessions", s);
+    row("GET /v1/sessions", &s);
     let (s, member) = call(&ctx, Method::POST, "/v1/members", Some(&owner), Some(json!({"email": "s@example.com", "name": "S", "password": "staff password", "role": "staff"}))).await;
-    row("POST /v1/members", s);
+    row("POST /v1/members", &s);
     let (s, _) = call(&ctx, Method::GET, "/v1/members", Some(&owner), None).await;
-    row("GET /v1/members", s);
+    row("GET /v1/members", &s);
     let member_id = member["id"].as_str().unwrap_or_default().to_owned();
     let (s, _) = call(
         &ctx,
@@ -187,7 +192,7 @@ async fn main() -> anyhow::Result<()> {
         Some(json!({"role": "admin"})),
     )
     .await;
-    row("PATCH /v1/members/{id}", s);
+    row("PATCH /v1/members/{id}", &s);
     let (s, key) = call(
         &ctx,
         Method::POST,
@@ -196,14 +201,14 @@ async fn main() -> anyhow::Result<()> {
         Some(json!({"name": "K"})),
     )
     .await;
-    row("POST /v1/api-keys", s);
+    row("POST /v1/api-keys", &s);
     let secret = key["key"].as_str().unwrap_or_default().to_owned();
     let (s, _) = call(&ctx, Method::GET, "/v1/me", Some(&secret), None).await;
-    row("GET /v1/me (API key, first use)", s);
+    row("GET /v1/me (API key, first use)", &s);
     let (s, _) = call(&ctx, Method::GET, "/v1/me", Some(&secret), None).await;
-    row("GET /v1/me (API key, again within a minute)", s);
+    row("GET /v1/me (API key, again within a minute)", &s);
     let (s, _) = call(&ctx, Method::GET, "/v1/api-keys", Some(&owner), None).await;
-    row("GET /v1/api-keys", s);
+    row("GET /v1/api-keys", &s);
     let key_id = key["id"].as_str().unwrap_or_default().to_owned();
     let (s, _) = call(
         &ctx,
@@ -213,13 +218,54 @@ async fn main() -> anyhow::Result<()> {
         None,
     )
     .await;
-    row("DELETE /v1/api-keys/{id}", s);
+    row("DELETE /v1/api-keys/{id}", &s);
     let (s, _) = call(&ctx, Method::POST, "/v1/auth/logout", Some(&owner), None).await;
-    row("POST /v1/auth/logout", s);
+    row("POST /v1/auth/logout", &s);
     let (s, _) = call(&ctx, Method::GET, "/health", None, None).await;
-    row("GET /health", s);
+    row("GET /health", &s);
     let (s, _) = call(&ctx, Method::GET, "/.well-known/jwks.json", None, None).await;
-    row("GET /.well-known/jwks.json", s);
+    row("GET /.well-known/jwks.json", &s);
+
+    // The building blocks the next routes stand on, called directly.
+    let now = ctx.clock.now();
+    let scope = Scope {
+        tenant_id: TenantId::parse(&tenant).map_err(|e| anyhow::anyhow!("tenant id {e}"))?,
+        principal: "usr_01JD0000000000000000000000".into(),
+        key: IdempotencyKey::parse("order-1").map_err(anyhow::Error::msg)?,
+    };
+    let table = ctx.table.as_ref();
+    let claimed = begin(table, &scope, "fingerprint", "req_1", now).await;
+    row("idempotency: claim a new key", &"—");
+    if let Ok(Begin::Started(lease)) = claimed {
+        let answer = StoredResponse {
+            status: 201,
+            headers: Vec::new(),
+            body: "{}".into(),
+        };
+        lease.finish(table, &answer).await?;
+        row("idempotency: store the answer on its own (in a change's transaction: no extra request)", &"—");
+    }
+    let _ = begin(table, &scope, "fingerprint", "req_2", now).await;
+    row("idempotency: a retry, replayed", &"—");
+    let job = Job::DeleteBlob {
+        key: "uploads/bench".into(),
+    };
+    table
+        .write(outbox::enqueue(
+            &job,
+            "msg_01JD0000000000000000000000",
+            &tenant,
+            now,
+        )?)
+        .await?;
+    row("outbox: write a job on its own (in a change's transaction: one more item, no extra request)", &"—");
+    outbox::relay_all(table, ctx.queue.as_ref()).await?;
+    row(
+        "outbox: relay one job (local loop or sweep; plus 1 SQS SendMessageBatch)",
+        &"—",
+    );
+    outbox::relay_all(table, ctx.queue.as_ref()).await?;
+    row("outbox: sweep with nothing waiting", &"—");
 
     println!("| operation | status | table requests | of which |");
     println!("|---|--:|--:|---|");

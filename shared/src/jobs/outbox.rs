@@ -119,6 +119,9 @@ pub async fn relay_shard(
             }
         }
         if messages.is_empty() {
+            if page.next.is_none() {
+                break;
+            }
             continue;
         }
         queue
@@ -136,6 +139,10 @@ pub async fn relay_shard(
         }
         sent += keys.len();
         tracing::info!(shard, count = keys.len(), "outbox jobs sent");
+        if page.next.is_none() {
+            // The page was the rest of the shard: no need to ask again.
+            break;
+        }
     }
     Ok(sent)
 }
