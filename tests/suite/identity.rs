@@ -225,6 +225,7 @@ conformance!(embedded, dynamo;
     expired_tampered_unsigned_and_missing_tokens_are_401,
     two_simultaneous_signups_with_one_email_make_one_account,
     a_demoted_admin_loses_member_and_key_rights_at_once,
+    an_ended_sessions_access_token_cannot_manage_members_or_keys,
     sessions_are_paged_with_limit_and_cursor,
     two_owners_demoting_each_other_at_once_leave_the_shop_an_owner,
 );
@@ -315,6 +316,42 @@ async fn a_demoted_admin_loses_member_and_key_rights_at_once(api: Api) {
         )
         .await;
     assert_eq!(key.status, 403, "no admin key minted after the demotion");
+    for list in ["/v1/members", "/v1/api-keys"] {
+        assert_eq!(
+            api.get(list, Some(&admin_token)).await.status,
+            403,
+            "{list} is not read with the old role"
+        );
+    }
+}
+
+async fn an_ended_sessions_access_token_cannot_manage_members_or_keys(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    let logout = api
+        .call(Method::POST, "/v1/auth/logout", Some(&shop.owner), None)
+        .await;
+    assert_eq!(logout.status, 204);
+    // The token itself stays valid until it expires: reading one's own account still works.
+    assert_eq!(api.get("/v1/me", Some(&shop.owner)).await.status, 200);
+    let key = api
+        .post(
+            "/v1/api-keys",
+            Some(&shop.owner),
+            json!({"name": "Lasting"}),
+        )
+        .await;
+    assert_eq!(
+        key.status, 401,
+        "no lasting key minted from an ended session"
+    );
+    assert_eq!(
+        api.add_member(&shop.owner, "late@example.com", "staff")
+            .await
+            .status,
+        401
+    );
+    assert_eq!(api.get("/v1/members", Some(&shop.owner)).await.status, 401);
+    assert_eq!(api.get("/v1/api-keys", Some(&shop.owner)).await.status, 401);
 }
 
 async fn sessions_are_paged_with_limit_and_cursor(api: Api) {

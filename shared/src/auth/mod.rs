@@ -54,14 +54,28 @@ impl Caller {
         }
     }
 
-    /// The caller with the role the store holds now. An access token carries the role it
-    /// was issued with for up to 15 minutes; decisions that change who may do what (members,
-    /// API keys) re-read it, so a demotion takes effect at once.
-    pub async fn with_current_role(mut self, ctx: &AppContext) -> Result<Self, ApiError> {
-        if let Principal::User { user_id, .. } = &self.principal {
-            let user = crate::repo::users::get(ctx.table.as_ref(), &self.tenant_id, user_id)
-                .await?
-                .ok_or_else(|| unauthorized("This account no longer exists."))?;
+    /// The caller as the store says it is now: its session still live, with the role the
+    /// user holds now. An access token stays valid for up to 15 minutes after its session
+    /// ends or its role changes; the routes that say who may do what (members, API keys)
+    /// ask for this, so a logout, a revoked session or a demotion takes effect on them at
+    /// once, and a stolen token of an ended session cannot mint a lasting API key.
+    /// Two reads, made together. An API key is checked live on every request already.
+    pub async fn current(mut self, ctx: &AppContext) -> Result<Self, ApiError> {
+        if let Principal::User {
+            user_id,
+            session_id,
+        } = &self.principal
+        {
+            let table = ctx.table.as_ref();
+            let (user, session) = futures_util::future::join(
+                crate::repo::users::get(table, &self.tenant_id, user_id),
+                crate::repo::sessions::get(table, &self.tenant_id, user_id, session_id),
+            )
+            .await;
+            let user = user?.ok_or_else(|| unauthorized("This account no longer exists."))?;
+            if session?.is_none() {
+                return Err(unauthorized("This session has ended; sign in again."));
+            }
             self.role = user.role;
         }
         Ok(self)
@@ -109,6 +123,12 @@ fn bearer(req: &Request) -> Result<&str, ApiError> {
             "The Authorization header must be `Bearer <credential>`.",
         )),
     }
+}
+
+/// Authenticates the caller and checks it against the store ([`Caller::current`]): for the
+/// routes that decide who may do what.
+pub async fn authenticate_current(req: &Request, ctx: &AppContext) -> Result<Caller, ApiError> {
+    authenticate(req, ctx).await?.current(ctx).await
 }
 
 /// Authenticates the request's caller, or answers 401 (missing, malformed, expired,

@@ -4,7 +4,7 @@
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::authenticate;
+use crate::auth::authenticate_current;
 use crate::auth::secrets::ApiKeySecret;
 use crate::clock::rfc3339;
 use crate::context::AppContext;
@@ -47,10 +47,7 @@ fn key_role(raw: Option<&str>, creator: Role) -> Result<Role, Invalid> {
 /// Creates a key (role `admin` unless narrower) and shows it this once.
 #[tracing::instrument(skip_all)]
 pub async fn create(req: Request, ctx: &AppContext) -> HandlerResult {
-    let caller = authenticate(&req, ctx)
-        .await?
-        .with_current_role(ctx)
-        .await?;
+    let caller = authenticate_current(&req, ctx).await?;
     caller.require(Role::Admin)?;
     let body: CreateKey = parse_json(&req)?;
     validate! {
@@ -83,7 +80,7 @@ pub async fn create(req: Request, ctx: &AppContext) -> HandlerResult {
 /// The shop's keys, newest first, without their secrets.
 #[tracing::instrument(skip_all)]
 pub async fn list(req: Request, ctx: &AppContext) -> HandlerResult {
-    let caller = authenticate(&req, ctx).await?;
+    let caller = authenticate_current(&req, ctx).await?;
     caller.require(Role::Admin)?;
     let query = paged(&req, api_keys::of_tenant(&caller.tenant_id))?;
     let (keys, next) = records::<ApiKey>(ctx.table.as_ref(), query).await?;
@@ -96,10 +93,7 @@ pub async fn list(req: Request, ctx: &AppContext) -> HandlerResult {
 /// Revokes a key: it stops working at once.
 #[tracing::instrument(skip_all)]
 pub async fn revoke(req: Request, ctx: &AppContext) -> HandlerResult {
-    let caller = authenticate(&req, ctx)
-        .await?
-        .with_current_role(ctx)
-        .await?;
+    let caller = authenticate_current(&req, ctx).await?;
     caller.require(Role::Admin)?;
     let id: ApiKeyId = path_id(&req, "id", NO_SUCH_KEY)?;
     if api_keys::revoke(ctx.table.as_ref(), &caller.tenant_id, &id).await? {
