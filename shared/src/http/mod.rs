@@ -175,16 +175,34 @@ pub fn path_id<T: TypedId>(req: &Request, name: &str, not_found: &str) -> Result
     T::parse(&path_param(req, name)?).map_err(|_| ApiError::not_found(not_found))
 }
 
-/// Parses a JSON body into `T`: 415 unless it is JSON, 400 naming the field when it is
-/// malformed, has unknown fields, wrong types or misses a field.
-pub fn parse_json<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
-    let is_json = req
+/// Whether the body is declared `application/json`, in UTF-8 (JSON's only encoding on the
+/// wire, RFC 8259 §8.1): no charset, or `charset=utf-8`.
+fn is_utf8_json(req: &Request) -> bool {
+    let Some(value) = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
+    else {
+        return false;
+    };
+    let mut parts = value.split(';').map(str::trim);
+    let mime_is_json = parts
+        .next()
+        .is_some_and(|mime| mime.eq_ignore_ascii_case("application/json"));
+    mime_is_json
+        && parts.all(|param| match param.split_once('=') {
+            Some((name, charset)) if name.trim().eq_ignore_ascii_case("charset") => {
+                let charset = charset.trim().trim_matches('"');
+                charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("utf8")
+            }
+            _ => true,
+        })
+}
+
+/// Parses a JSON body into `T`: 415 unless it is JSON, 400 naming the field when it is
+/// malformed, has unknown fields, wrong types or misses a field.
+pub fn parse_json<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    if !is_utf8_json(req) {
         return Err(ApiError::UnsupportedMediaType);
     }
     let body: &[u8] = req.body().as_ref();
@@ -206,10 +224,7 @@ pub fn parse_json<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
                 .to_owned();
             ApiError::BadRequest {
                 detail: format!("The body does not match the expected shape: {message}."),
-                errors: vec![FieldError::new(
-                    if field == "." { String::new() } else { field },
-                    message,
-                )],
+                errors: vec![FieldError::new(field_of(&field, &message), message)],
             }
         }
     })?;
@@ -217,6 +232,25 @@ pub fn parse_json<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
         .end()
         .map_err(|e| ApiError::bad_request(format!("The body has trailing data: {e}")))?;
     Ok(value)
+}
+
+/// The field a shape error is about. serde's path stops at the object that holds a missing
+/// or repeated field (an unknown one is in the path); the message names the field.
+fn field_of(path: &str, message: &str) -> String {
+    let named = ["missing field `", "unknown field `", "duplicate field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next());
+    match (path, named) {
+        (".", Some(name)) => name.to_owned(),
+        (".", None) => String::new(),
+        // An unknown field's path already ends with it.
+        (path, Some(name)) if path == name || path.ends_with(&format!(".{name}")) => {
+            path.to_owned()
+        }
+        (path, Some(name)) => format!("{path}.{name}"),
+        (path, None) => path.to_owned(),
+    }
 }
 
 /// Turns domain parse results into values, or answers 422 listing every field that failed:
@@ -261,4 +295,75 @@ pub fn no_content() -> Response {
     let mut response = http::Response::new(lambda_http::Body::Empty);
     *response.status_mut() = StatusCode::NO_CONTENT;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Owner {
+        email: String,
+        name: String,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Shop {
+        name: String,
+        owner: Owner,
+    }
+
+    fn field_of_error(body: &str) -> String {
+        let req = http::Request::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(lambda_http::Body::Text(body.to_owned()))
+            .unwrap();
+        match parse_json::<Shop>(&req).unwrap_err() {
+            ApiError::BadRequest { errors, .. } => errors[0].field.clone(),
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_json_in_utf8_is_accepted() {
+        let with = |content_type: &str| {
+            let req = http::Request::builder()
+                .header(header::CONTENT_TYPE, content_type)
+                .body(lambda_http::Body::Empty)
+                .unwrap();
+            is_utf8_json(&req)
+        };
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=UTF-8"));
+        assert!(with("application/json;charset=\"utf-8\""));
+        assert!(!with("application/json; charset=latin-1"));
+        assert!(!with("text/plain"));
+        assert!(!with("application/json-patch+json"));
+    }
+
+    #[test]
+    fn a_shape_error_names_the_field_it_is_about() {
+        let owner = r#""owner":{"email":"a@example.com","name":"A"}"#;
+        assert_eq!(field_of_error(&format!("{{{owner}}}")), "name");
+        assert_eq!(
+            field_of_error(&format!(r#"{{"name":"S",{owner},"extra":1}}"#)),
+            "extra"
+        );
+        assert_eq!(
+            field_of_error(r#"{"name":"S","owner":{"email":"a@example.com"}}"#),
+            "owner.name"
+        );
+        assert_eq!(
+            field_of_error(r#"{"name":"S","owner":{"email":5,"name":"A"}}"#),
+            "owner.email"
+        );
+        assert_eq!(
+            field_of_error(&format!(r#"{{"name":"S","name":"T",{owner}}}"#)),
+            "name"
+        );
+    }
 }
