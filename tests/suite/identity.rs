@@ -895,6 +895,27 @@ async fn members_are_listed_in_pages_and_a_cursor_cannot_reach_another_shop(api:
         .get(&format!("/v1/members?cursor={cursor}"), Some(&other.owner))
         .await;
     assert_eq!(stolen.status, 400, "a cursor is bound to its shop");
+    // Edited inside its own partition to name another shop's item: the list still reads
+    // only this shop's index partition, and the store does not fail on the odd start key.
+    let mut position: serde_json::Value = serde_json::from_slice(
+        &storefront::crypto::b64url_decode(&cursor).expect("a cursor is base64url"),
+    )
+    .expect("and JSON");
+    position["pk"] = json!(format!(
+        "TENANT#{}#USER#usr_01JD0000000000000000000000",
+        other.tenant_id
+    ));
+    position["gsi1sk"] = json!("0000");
+    let edited = storefront::crypto::b64url(position.to_string().as_bytes());
+    let page = api
+        .get(&format!("/v1/members?cursor={edited}"), Some(&shop.owner))
+        .await;
+    assert_eq!(page.status, 200, "{:?}", page.body);
+    assert!(page.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["tenant_id"] == json!(shop.tenant_id)));
     assert_eq!(
         api.get("/v1/members?limit=0", Some(&shop.owner))
             .await
