@@ -128,7 +128,10 @@ pub async fn handle_relay(
     match event {
         RelayEvent::Stream(event) => Ok(handle_outbox_stream(ctx, event).await),
         RelayEvent::Sweep(_) => {
-            let sent = relay_all(ctx.table.as_ref(), ctx.queue.as_ref()).await?;
+            // With its causes: the runtime reports only the error's own message.
+            let sent = relay_all(ctx.table.as_ref(), ctx.queue.as_ref())
+                .await
+                .map_err(|e| Error::from(format!("{e:#}")))?;
             if sent > 0 {
                 tracing::warn!(sent, "the sweep sent jobs the stream had not");
             }
