@@ -118,27 +118,23 @@ pub async fn relay_shard(
                 Err(reason) => park(table, item, shard, &reason).await?,
             }
         }
-        if messages.is_empty() {
-            if page.next.is_none() {
-                break;
-            }
-            continue;
-        }
-        queue
-            .send_batch(messages)
-            .await
-            .with_context(|| format!("sending {} outbox jobs of shard {shard}", keys.len()))?;
-        for key in &keys {
-            // Another relay may have sent and deleted it meanwhile; that is fine.
-            match table.delete(key, Some(Condition::Exists)).await {
-                Ok(_) | Err(StoreError::ConditionFailed { .. }) => {}
-                Err(e) => {
-                    return Err(e).with_context(|| format!("clearing outbox item {}", key.sk))
+        if !messages.is_empty() {
+            queue
+                .send_batch(messages)
+                .await
+                .with_context(|| format!("sending {} outbox jobs of shard {shard}", keys.len()))?;
+            for key in &keys {
+                // Another relay may have sent and deleted it meanwhile; that is fine.
+                match table.delete(key, Some(Condition::Exists)).await {
+                    Ok(_) | Err(StoreError::ConditionFailed { .. }) => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("clearing outbox item {}", key.sk))
+                    }
                 }
             }
+            sent += keys.len();
+            tracing::info!(shard, count = keys.len(), "outbox jobs sent");
         }
-        sent += keys.len();
-        tracing::info!(shard, count = keys.len(), "outbox jobs sent");
         if page.next.is_none() {
             // The page was the rest of the shard: no need to ask again.
             break;
