@@ -131,3 +131,133 @@ async fn every_sample_event_gets_its_expected_answer_from_its_handler() {
         }
     }
 }
+
+/// Sends one request through the full route table, as the caller with `token`.
+async fn call(
+    ctx: &storefront::context::AppContext,
+    method: http::Method,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"));
+    let body = match body {
+        Some(body) => {
+            builder = builder.header("content-type", "application/json");
+            lambda_http::Body::from(body.to_string())
+        }
+        None => lambda_http::Body::Empty,
+    };
+    let response =
+        storefront::http::dispatch(ctx, routes::ROUTES, builder.body(body).expect("request")).await;
+    assert!(
+        response.status().is_success(),
+        "{path}: {:?}",
+        response.body()
+    );
+    serde_json::from_slice(response.body().as_ref()).unwrap_or(serde_json::Value::Null)
+}
+
+/// The sample events of signed-in routes carry no live token (a file cannot hold one), so
+/// the test above sees their 401. Here each is replayed as its shop's owner, with the
+/// sample ids it names swapped for live ones, and must get its success answer.
+#[tokio::test]
+async fn every_signed_in_sample_event_succeeds_with_a_live_token_and_live_ids() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events");
+    let (embedded, _guard) = helpers::embedded(helpers::system_clock());
+    let ctx = &embedded.ctx;
+    let shop_event = std::fs::read_to_string(dir.join("tenants-create.json")).expect("event");
+    let shop = storefront::http::dispatch(
+        ctx,
+        &routes::of_function("tenants-create"),
+        lambda_http::request::from_str(&shop_event).expect("event parses"),
+    )
+    .await;
+    assert_eq!(shop.status(), 201);
+    let shop: serde_json::Value = serde_json::from_slice(shop.body().as_ref()).expect("json");
+    let owner = shop["tokens"]["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let tenant_id = shop["tenant"]["id"].as_str().expect("tenant").to_owned();
+    let member = call(ctx, http::Method::POST, "/v1/members", &owner, Some(serde_json::json!({"email": "grace@example.com", "name": "Grace", "password": "correct horse battery staple", "role": "staff"}))).await;
+    let key = call(
+        ctx,
+        http::Method::POST,
+        "/v1/api-keys",
+        &owner,
+        Some(serde_json::json!({"name": "Sample"})),
+    )
+    .await;
+    // A second device of the owner's, for the revocation event to end.
+    let phone = storefront::http::dispatch(
+        ctx,
+        routes::ROUTES,
+        http::Request::builder()
+            .method("POST")
+            .uri("/v1/auth/login")
+            .header("content-type", "application/json")
+            .body(lambda_http::Body::from(
+                serde_json::json!({"tenant_id": tenant_id, "email": "ada@example.com", "password": "correct horse battery staple"}).to_string(),
+            ))
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(phone.status(), 200);
+    let sessions = call(ctx, http::Method::GET, "/v1/sessions", &owner, None).await;
+    let phone_session = sessions["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|s| s["current"] == false)
+        .and_then(|s| s["id"].as_str())
+        .expect("a second session")
+        .to_owned();
+    let live = [
+        (
+            "usr_01JD0000000000000000000000",
+            member["id"].as_str().expect("member id"),
+        ),
+        (
+            "key_01JD0000000000000000000000",
+            key["id"].as_str().expect("key id"),
+        ),
+        ("ses_01JD0000000000000000000000", phone_session.as_str()),
+        ("ten_01JD0000000000000000000000", tenant_id.as_str()),
+    ];
+    // In this order: the logout, which ends the owner's session, comes last.
+    for (file, status) in [
+        ("me.json", 200),
+        ("sessions-list.json", 200),
+        ("members-list.json", 200),
+        ("api-keys-list.json", 200),
+        ("members-create.json", 201),
+        ("api-keys-create.json", 201),
+        ("members-update.json", 200),
+        ("api-keys-revoke.json", 204),
+        ("sessions-revoke.json", 204),
+        ("auth-logout.json", 204),
+    ] {
+        let mut text = std::fs::read_to_string(dir.join(file)).expect("event");
+        for (sample, id) in live {
+            text = text.replace(sample, id);
+        }
+        let mut req =
+            lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("events/{file}: {e}"));
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {owner}").parse().expect("header"),
+        );
+        let function = file.trim_end_matches(".json");
+        let response = storefront::http::dispatch(ctx, &routes::of_function(function), req).await;
+        assert_eq!(
+            response.status().as_u16(),
+            status,
+            "events/{file}: {:?}",
+            response.body()
+        );
+    }
+}
