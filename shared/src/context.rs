@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
+use zeroize::Zeroizing;
 
 use crate::auth::tokens::KeyRing;
 use crate::blobs::embedded::EmbeddedBlobs;
@@ -177,7 +178,7 @@ pub fn load_or_create_key(path: &Path) -> anyhow::Result<SigningKey> {
         |bytes| (bytes.len() == 32).then(|| SigningKey::from_bytes(bytes)),
         || {
             let key = SigningKey::generate()?;
-            let bytes = key.expose().to_vec();
+            let bytes = Zeroizing::new(key.expose().to_vec());
             Ok((key, bytes))
         },
     )
@@ -200,9 +201,9 @@ pub fn load_or_create_webhook_secret(path: &Path) -> anyhow::Result<SecretString
                 .then(|| SecretString::from(secret.to_owned()))
         },
         || {
-            let secret = format!("whsec_{}", crate::crypto::random_token(32)?);
-            let bytes = secret.clone().into_bytes();
-            Ok((SecretString::from(secret), bytes))
+            let secret = Zeroizing::new(format!("whsec_{}", crate::crypto::random_token(32)?));
+            let bytes = Zeroizing::new(secret.as_bytes().to_vec());
+            Ok((SecretString::from(secret.as_str().to_owned()), bytes))
         },
     )
 }
@@ -213,7 +214,7 @@ fn load_or_create<T>(
     path: &Path,
     what: &str,
     decode: impl FnOnce(Vec<u8>) -> Option<T>,
-    make: impl FnOnce() -> anyhow::Result<(T, Vec<u8>)>,
+    make: impl FnOnce() -> anyhow::Result<(T, Zeroizing<Vec<u8>>)>,
 ) -> anyhow::Result<T> {
     match std::fs::read(path) {
         Ok(bytes) => {
@@ -235,18 +236,29 @@ fn load_or_create<T>(
     Ok(value)
 }
 
-/// Writes a new file readable by its owner only (keys).
+/// Writes a file readable by its owner only (keys), whole or not at all: the bytes go to a
+/// temporary file that is synced and then renamed into place, so a crash half-way leaves no
+/// truncated key to stop the next start.
 #[cfg(unix)]
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
+    let partial = path.with_extension(format!("partial-{}", std::process::id()));
+    // Left by a crash of an earlier process with this id: never a file anyone reads.
+    let _ = std::fs::remove_file(&partial);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)?;
+        .open(&partial)?;
     file.write_all(bytes)?;
-    file.sync_all()
+    file.sync_all()?;
+    std::fs::rename(&partial, path)?;
+    // The rename is durable once the directory holding it is.
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::File::open(dir)?.sync_all(),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(not(unix))]

@@ -2,19 +2,19 @@
 
 use http::StatusCode;
 
-use crate::auth::authenticate;
+use crate::auth::authenticate_current;
 use crate::context::AppContext;
 use crate::domain::SessionId;
 use crate::http::pagination::{paged, PageBody};
 use crate::http::{json, no_content, path_id, ApiError, HandlerResult, Request};
+use crate::repo::{records, sessions};
 
 const NO_SUCH_SESSION: &str = "You have no live session with this id.";
-use crate::repo::{records, sessions};
 
 /// The caller's live sessions, newest first, the current one marked; `limit`/`cursor` page.
 #[tracing::instrument(skip_all)]
 pub async fn list(req: Request, ctx: &AppContext) -> HandlerResult {
-    let caller = authenticate(&req, ctx).await?;
+    let caller = authenticate_current(&req, ctx).await?;
     let (user_id, session_id) = caller.user()?;
     let query = paged(&req, sessions::of_user(&caller.tenant_id, user_id))?;
     let (found, next) = records::<sessions::Session>(ctx.table.as_ref(), query).await?;
@@ -26,7 +26,7 @@ pub async fn list(req: Request, ctx: &AppContext) -> HandlerResult {
 /// user's session is 404, as if it did not exist.
 #[tracing::instrument(skip_all)]
 pub async fn revoke(req: Request, ctx: &AppContext) -> HandlerResult {
-    let caller = authenticate(&req, ctx).await?;
+    let caller = authenticate_current(&req, ctx).await?;
     let (user_id, _) = caller.user()?;
     let id: SessionId = path_id(&req, "id", NO_SUCH_SESSION)?;
     let revoked = sessions::revoke(ctx.table.as_ref(), &caller.tenant_id, user_id, &id).await?;

@@ -175,13 +175,25 @@ async fn park(table: &dyn Table, item: &Item, shard: u32, reason: &str) -> anyho
         .with_context(|| format!("parking outbox item {}", key.sk))
 }
 
-/// Drains every shard once; the local server calls this in a loop.
+/// Drains every shard once (the local server's loop, and the sweep on AWS), and fails after
+/// trying them all if any failed.
 pub async fn relay_all(table: &dyn Table, queue: &dyn Queue) -> anyhow::Result<usize> {
     let mut sent = 0;
+    let mut failed = Vec::new();
+    // Every shard gets its turn: one that fails must not hold back the ones after it.
     for shard in 0..SHARDS {
-        sent += relay_shard(table, queue, shard).await?;
+        match relay_shard(table, queue, shard).await {
+            Ok(n) => sent += n,
+            Err(e) => failed.push(format!("{e:#}")),
+        }
     }
-    Ok(sent)
+    match failed.len() {
+        0 => Ok(sent),
+        n => Err(anyhow::anyhow!(
+            "{n} of {SHARDS} outbox shards failed ({sent} jobs sent from the others): {}",
+            failed.join("; ")
+        )),
+    }
 }
 
 /// The local server's relay: drains the outbox, then waits `idle` for more, until
