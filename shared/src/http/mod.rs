@@ -176,7 +176,8 @@ pub fn path_id<T: TypedId>(req: &Request, name: &str, not_found: &str) -> Result
 }
 
 /// Whether the body is declared `application/json`, in UTF-8 (JSON's only encoding on the
-/// wire, RFC 8259 §8.1): no charset, or `charset=utf-8`.
+/// wire, RFC 8259 §8.1): no charset, `charset=utf-8`, or its subset `us-ascii`. A body
+/// declared in another charset would be misread, so it is refused rather than guessed at.
 fn is_utf8_json(req: &Request) -> bool {
     let Some(value) = req
         .headers()
@@ -193,7 +194,10 @@ fn is_utf8_json(req: &Request) -> bool {
         && parts.all(|param| match param.split_once('=') {
             Some((name, charset)) if name.trim().eq_ignore_ascii_case("charset") => {
                 let charset = charset.trim().trim_matches('"');
-                charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("utf8")
+                // US-ASCII is a subset of UTF-8.
+                ["utf-8", "utf8", "us-ascii"]
+                    .iter()
+                    .any(|ok| charset.eq_ignore_ascii_case(ok))
             }
             _ => true,
         })
@@ -234,22 +238,19 @@ pub fn parse_json<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// The field a shape error is about. serde's path stops at the object that holds a missing
-/// or repeated field (an unknown one is in the path); the message names the field.
+/// The field a shape error is about. An unknown field is already the last step of serde's
+/// path; for a missing or repeated one the path stops at the object holding it, and the
+/// message names it.
 fn field_of(path: &str, message: &str) -> String {
-    let named = ["missing field `", "unknown field `", "duplicate field `"]
+    let path = if path == "." { "" } else { path };
+    let named = ["missing field `", "duplicate field `"]
         .iter()
         .find_map(|prefix| message.strip_prefix(prefix))
-        .and_then(|rest| rest.split('`').next());
-    match (path, named) {
-        (".", Some(name)) => name.to_owned(),
-        (".", None) => String::new(),
-        // An unknown field's path already ends with it.
-        (path, Some(name)) if path == name || path.ends_with(&format!(".{name}")) => {
-            path.to_owned()
-        }
-        (path, Some(name)) => format!("{path}.{name}"),
-        (path, None) => path.to_owned(),
+        .and_then(|rest| rest.rsplit_once('`').map(|(name, _)| name));
+    match named {
+        Some(name) if path.is_empty() => name.to_owned(),
+        Some(name) => format!("{path}.{name}"),
+        None => path.to_owned(),
     }
 }
 
@@ -340,6 +341,7 @@ mod tests {
         assert!(with("application/json"));
         assert!(with("Application/JSON; charset=UTF-8"));
         assert!(with("application/json;charset=\"utf-8\""));
+        assert!(with("application/json; charset=us-ascii"));
         assert!(!with("application/json; charset=latin-1"));
         assert!(!with("text/plain"));
         assert!(!with("application/json-patch+json"));
@@ -364,6 +366,16 @@ mod tests {
         assert_eq!(
             field_of_error(&format!(r#"{{"name":"S","name":"T",{owner}}}"#)),
             "name"
+        );
+        assert_eq!(
+            field_of_error(
+                r#"{"name":"S","owner":{"email":"a@example.com","name":"A","name":"B"}}"#
+            ),
+            "owner.name"
+        );
+        assert_eq!(
+            field_of_error(r#"{"name":"S","owner":{"email":"a@example.com","name":"A","x`y":1}}"#),
+            "owner.x`y"
         );
     }
 }
