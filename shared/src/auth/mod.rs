@@ -57,8 +57,9 @@ impl Caller {
     /// The caller as the store says it is now: its session still live, with the role the
     /// user holds now. An access token stays valid for up to 15 minutes after its session
     /// ends or its role changes; the routes that say who may do what (members, API keys)
-    /// ask for this, so a logout, a revoked session or a demotion takes effect on them at
-    /// once, and a stolen token of an ended session cannot mint a lasting API key.
+    /// and the session routes ask for this, so a logout, a revoked session or a demotion
+    /// takes effect on them at once: a stolen token of an ended session cannot mint a
+    /// lasting API key, read the user's devices or sign the user out of them.
     /// Two reads, made together. An API key is checked live on every request already.
     pub async fn current(mut self, ctx: &AppContext) -> Result<Self, ApiError> {
         if let Principal::User {
@@ -172,6 +173,6 @@ pub async fn authenticate(req: &Request, ctx: &AppContext) -> Result<Caller, Api
             },
         }
     };
-    tracing::Span::current().record("tenant_id", caller.tenant_id.as_str());
+    crate::http::record_tenant(req, caller.tenant_id.as_str());
     Ok(caller)
 }

@@ -44,6 +44,19 @@ pub struct RequestId(pub String);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientIp(pub String);
 
+/// The request's span, in the request's extensions, so what is learnt inside a handler (the
+/// caller's tenant) lands on it: a handler's own spans are children without those fields.
+#[derive(Clone, Debug)]
+pub struct RequestSpan(pub tracing::Span);
+
+/// Records the caller's tenant on the request's span, so every log line of the request
+/// (its "request served" line included) names the tenant.
+pub fn record_tenant(req: &Request, tenant_id: &str) {
+    if let Some(RequestSpan(span)) = req.extensions().get::<RequestSpan>() {
+        span.record("tenant_id", tenant_id);
+    }
+}
+
 /// Serves one request with the routes given (all of them locally, a function's own on Lambda).
 pub async fn dispatch<R: Borrow<Route> + Sync>(
     ctx: &AppContext,
@@ -65,6 +78,7 @@ pub async fn dispatch<R: Borrow<Route> + Sync>(
         function = tracing::field::Empty,
         tenant_id = tracing::field::Empty,
     );
+    req.extensions_mut().insert(RequestSpan(span.clone()));
     async move {
         let started = Instant::now();
         let mut response = match handle(ctx, routes, req).await {

@@ -49,9 +49,16 @@ pub async fn process_batch(
     messages: &[JobMessage],
 ) -> BatchOutcome {
     let runs = messages.iter().map(|message| {
-        let span = tracing::info_span!("job", message_id = %message.id, receive_count = message.receive_count);
+        let span = tracing::info_span!(
+            "job",
+            function = crate::telemetry::function(),
+            message_id = %message.id,
+            receive_count = message.receive_count,
+        );
         async move {
-            let outcome = AssertUnwindSafe(worker.handle(ctx, message)).catch_unwind().await;
+            let outcome = AssertUnwindSafe(worker.handle(ctx, message))
+                .catch_unwind()
+                .await;
             let error = match outcome {
                 Ok(Ok(())) => return None,
                 Ok(Err(e)) => format!("{e:#}"),
