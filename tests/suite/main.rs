@@ -29,6 +29,7 @@ mod http_edge;
 mod idempotency;
 mod identity;
 mod jobs_batch;
+mod least_privilege;
 mod local_process;
 mod outbox;
 mod queue_conformance;

@@ -1,0 +1,578 @@
+//! Each function's IAM policy in template.yaml grants every table request the function
+//! makes. The functions run their real flows over a store that records each request as the
+//! DynamoDB action IAM authorises (a transaction is authorised item by item), with the
+//! resource (table or index) and partition it touches; each must be allowed by a statement
+//! of that function's policy, `dynamodb:LeadingKeys` conditions included.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use http::Method;
+use serde_json::{json, Value};
+use serde_norway::Value as Yaml;
+use storefront::context::AppContext;
+use storefront::jobs::outbox;
+use storefront::jobs::worker::Job;
+use storefront::routes;
+use storefront::store::{
+    Condition, Index, Item, Key, Page, Query, StoreError, Table, TxOp, UpdateOp,
+};
+
+use crate::helpers;
+
+/// One table request as IAM sees it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Request {
+    function: String,
+    action: &'static str,
+    /// `table`, or `table/index/<name>`.
+    resource: &'static str,
+    partition: String,
+}
+
+/// A table that records each request, labelled with the function making it.
+struct Recording {
+    inner: Arc<dyn Table>,
+    function: Mutex<String>,
+    seen: Mutex<Vec<Request>>,
+}
+
+impl Recording {
+    fn record(&self, action: &'static str, resource: &'static str, partition: &str) {
+        let function = self.function.lock().unwrap().clone();
+        self.seen.lock().unwrap().push(Request {
+            function,
+            action,
+            resource,
+            partition: partition.to_owned(),
+        });
+    }
+}
+
+#[async_trait]
+impl Table for Recording {
+    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+        self.record("GetItem", "table", &key.pk);
+        self.inner.get(key).await
+    }
+    async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError> {
+        self.record("PutItem", "table", &item.key()?.pk);
+        self.inner.put(item, condition).await
+    }
+    async fn update(
+        &self,
+        key: &Key,
+        ops: Vec<UpdateOp>,
+        condition: Option<Condition>,
+    ) -> Result<Item, StoreError> {
+        self.record("UpdateItem", "table", &key.pk);
+        self.inner.update(key, ops, condition).await
+    }
+    async fn delete(
+        &self,
+        key: &Key,
+        condition: Option<Condition>,
+    ) -> Result<Option<Item>, StoreError> {
+        self.record("DeleteItem", "table", &key.pk);
+        self.inner.delete(key, condition).await
+    }
+    async fn query(&self, query: Query) -> Result<Page, StoreError> {
+        let resource = match query.index {
+            Index::Primary => "table",
+            Index::Gsi1 => "table/index/gsi1",
+        };
+        self.record("Query", resource, &query.partition);
+        self.inner.query(query).await
+    }
+    async fn transact(&self, ops: Vec<TxOp>) -> Result<(), StoreError> {
+        for op in &ops {
+            let action = match op {
+                TxOp::Put { .. } => "PutItem",
+                TxOp::Update { .. } => "UpdateItem",
+                TxOp::Delete { .. } => "DeleteItem",
+                TxOp::Check { .. } => "ConditionCheckItem",
+            };
+            self.record(action, "table", &op.key()?.pk);
+        }
+        self.inner.transact(ops).await
+    }
+}
+
+/// Runs requests as one function at a time, over the recording store.
+struct Harness {
+    ctx: AppContext,
+    recording: Arc<Recording>,
+}
+
+impl Harness {
+    fn as_function(&self, function: &str) {
+        *self.recording.function.lock().unwrap() = function.to_owned();
+    }
+
+    /// Sends a request to `function` (only its own routes, as on Lambda) and checks the status.
+    async fn call(
+        &self,
+        function: &str,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        status: u16,
+    ) -> Value {
+        self.as_function(function);
+        let mut builder = http::Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        let body = match body {
+            Some(body) => {
+                builder = builder.header("content-type", "application/json");
+                lambda_http::Body::from(body.to_string())
+            }
+            None => lambda_http::Body::Empty,
+        };
+        let response = storefront::http::dispatch(
+            &self.ctx,
+            &routes::of_function(function),
+            builder.body(body).unwrap(),
+        )
+        .await;
+        assert_eq!(
+            response.status().as_u16(),
+            status,
+            "{function} {path}: {:?}",
+            response.body()
+        );
+        serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null)
+    }
+}
+
+/// The table requests of every function's flows: success and refusal paths alike.
+async fn requests_of_every_flow() -> Vec<Request> {
+    let (embedded, _dir) = helpers::embedded(helpers::system_clock());
+    let recording = Arc::new(Recording {
+        inner: embedded.ctx.table.clone(),
+        function: Mutex::new(String::new()),
+        seen: Mutex::new(Vec::new()),
+    });
+    let mut ctx = embedded.ctx.clone();
+    ctx.table = recording.clone();
+    let h = Harness {
+        ctx,
+        recording: recording.clone(),
+    };
+    let password = "correct horse battery staple";
+
+    h.call("health", Method::GET, "/health", None, None, 200)
+        .await;
+    h.call(
+        "jwks",
+        Method::GET,
+        "/.well-known/jwks.json",
+        None,
+        None,
+        200,
+    )
+    .await;
+    let shop = h
+        .call(
+            "tenants-create",
+            Method::POST,
+            "/v1/tenants",
+            None,
+            Some(json!({"name": "Least", "owner": {"email": "ada@example.com", "password": password, "name": "Ada"}})),
+            201,
+        )
+        .await;
+    let tenant = shop["tenant"]["id"].as_str().unwrap().to_owned();
+    let owner = shop["tokens"]["access_token"].as_str().unwrap().to_owned();
+    let owner = owner.as_str();
+    h.call(
+        "auth-signup",
+        Method::POST,
+        "/v1/auth/signup",
+        None,
+        Some(json!({"tenant_id": tenant, "email": "bo@example.com", "password": password, "name": "Bo"})),
+        201,
+    )
+    .await;
+    h.call(
+        "auth-signup",
+        Method::POST,
+        "/v1/auth/signup",
+        None,
+        Some(json!({"tenant_id": tenant, "email": "bo@example.com", "password": password, "name": "Bo"})),
+        409,
+    )
+    .await;
+    let login = |password: &str| json!({"tenant_id": tenant, "email": "ada@example.com", "password": password});
+    h.call(
+        "auth-login",
+        Method::POST,
+        "/v1/auth/login",
+        None,
+        Some(login("wrong password!")),
+        401,
+    )
+    .await;
+    let phone = h
+        .call(
+            "auth-login",
+            Method::POST,
+            "/v1/auth/login",
+            None,
+            Some(login(password)),
+            200,
+        )
+        .await;
+    let spent = phone["refresh_token"].as_str().unwrap();
+    let renewed = h
+        .call(
+            "auth-refresh",
+            Method::POST,
+            "/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": spent})),
+            200,
+        )
+        .await;
+    // The spent token again: the whole session is revoked.
+    h.call(
+        "auth-refresh",
+        Method::POST,
+        "/v1/auth/refresh",
+        None,
+        Some(json!({"refresh_token": spent})),
+        401,
+    )
+    .await;
+    h.call(
+        "auth-refresh",
+        Method::POST,
+        "/v1/auth/refresh",
+        None,
+        Some(json!({"refresh_token": renewed["refresh_token"]})),
+        401,
+    )
+    .await;
+
+    let member = h
+        .call(
+            "members-create",
+            Method::POST,
+            "/v1/members",
+            Some(owner),
+            Some(json!({"email": "cy@example.com", "name": "Cy", "password": password, "role": "staff"})),
+            201,
+        )
+        .await;
+    h.call(
+        "members-list",
+        Method::GET,
+        "/v1/members",
+        Some(owner),
+        None,
+        200,
+    )
+    .await;
+    h.call(
+        "members-update",
+        Method::PATCH,
+        &format!("/v1/members/{}", member["id"].as_str().unwrap()),
+        Some(owner),
+        Some(json!({"role": "admin"})),
+        200,
+    )
+    .await;
+    let key = h
+        .call(
+            "api-keys-create",
+            Method::POST,
+            "/v1/api-keys",
+            Some(owner),
+            Some(json!({"name": "Sync"})),
+            201,
+        )
+        .await;
+    h.call(
+        "api-keys-list",
+        Method::GET,
+        "/v1/api-keys",
+        Some(owner),
+        None,
+        200,
+    )
+    .await;
+    h.call("me", Method::GET, "/v1/me", Some(owner), None, 200)
+        .await;
+    h.call("me", Method::GET, "/v1/me", key["key"].as_str(), None, 200)
+        .await;
+    h.call(
+        "api-keys-revoke",
+        Method::DELETE,
+        &format!("/v1/api-keys/{}", key["id"].as_str().unwrap()),
+        Some(owner),
+        None,
+        204,
+    )
+    .await;
+    let second = h
+        .call(
+            "auth-login",
+            Method::POST,
+            "/v1/auth/login",
+            None,
+            Some(login(password)),
+            200,
+        )
+        .await;
+    let sessions = h
+        .call(
+            "sessions-list",
+            Method::GET,
+            "/v1/sessions",
+            Some(owner),
+            None,
+            200,
+        )
+        .await;
+    let other = sessions["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == false)
+        .and_then(|s| s["id"].as_str())
+        .expect("a second live session")
+        .to_owned();
+    h.call(
+        "sessions-revoke",
+        Method::DELETE,
+        &format!("/v1/sessions/{other}"),
+        Some(owner),
+        None,
+        204,
+    )
+    .await;
+    h.call(
+        "auth-logout",
+        Method::POST,
+        "/v1/auth/logout",
+        second["access_token"].as_str(),
+        None,
+        204,
+    )
+    .await;
+    h.call(
+        "auth-logout",
+        Method::POST,
+        "/v1/auth/logout",
+        Some(owner),
+        None,
+        204,
+    )
+    .await;
+
+    // The relay sends a job and parks one that can never be sent.
+    let shard = outbox::shard_of(&tenant);
+    let job = Job::DeleteBlob {
+        key: "uploads/x".into(),
+    };
+    embedded
+        .ctx
+        .table
+        .write(
+            outbox::enqueue(
+                &job,
+                "msg_01JD0000000000000000000001",
+                &tenant,
+                h.ctx.clock.now(),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    embedded
+        .ctx
+        .table
+        .put(
+            Item::new(&Key::new(
+                format!("OUTBOX#{shard}"),
+                "msg_01JD0000000000000000000000",
+            )),
+            None,
+        )
+        .await
+        .unwrap();
+    h.as_function("outbox-relay");
+    let sent = outbox::relay_all(h.ctx.table.as_ref(), h.ctx.queue.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(sent, 1);
+
+    let seen = recording.seen.lock().unwrap().clone();
+    seen
+}
+
+/// The text of a resource as the template writes it (`!GetAtt Table.Arn`,
+/// `!Sub "${Table.Arn}/index/gsi1"`), as the recorder names it.
+fn resource_name(value: &Yaml) -> Option<String> {
+    let text = match value {
+        Yaml::Tagged(tagged) => tagged.value.as_str()?.to_owned(),
+        Yaml::String(text) => text.clone(),
+        _ => return None,
+    };
+    Some(match text.as_str() {
+        "Table.Arn" => "table".to_owned(),
+        other => other.replace("${Table.Arn}", "table"),
+    })
+}
+
+fn strings(value: &Yaml) -> Vec<String> {
+    match value {
+        Yaml::Sequence(all) => all
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        Yaml::String(one) => vec![one.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// Whether an IAM `StringLike` pattern (`*` as its only wildcard, at the end here) matches.
+fn like(pattern: &str, value: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => value.starts_with(prefix),
+        None => pattern == value,
+    }
+}
+
+/// The Allow statements of a function: its inline policies, or its own role's.
+fn statements_of(template: &Yaml, function: &str) -> Vec<Yaml> {
+    let resources = template["Resources"].as_mapping().unwrap();
+    let (_, resource) = resources
+        .iter()
+        .find(|(_, r)| {
+            r["Type"] == "AWS::Serverless::Function"
+                && r["Properties"]["CodeUri"].as_str() == Some(&format!("functions/{function}"))
+        })
+        .unwrap_or_else(|| panic!("template.yaml has no function for {function}"));
+    let properties = &resource["Properties"];
+    let mut statements = Vec::new();
+    if let Some(policies) = properties["Policies"].as_sequence() {
+        for policy in policies {
+            statements.extend(
+                policy["Statement"]
+                    .as_sequence()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    if let Yaml::Tagged(role) = &properties["Role"] {
+        let role = role.value.as_str().unwrap().trim_end_matches(".Arn");
+        for policy in template["Resources"][role]["Properties"]["Policies"]
+            .as_sequence()
+            .unwrap()
+        {
+            statements.extend(
+                policy["PolicyDocument"]["Statement"]
+                    .as_sequence()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    statements
+        .into_iter()
+        .filter(|s| s["Effect"] == "Allow")
+        .collect()
+}
+
+fn allows(statement: &Yaml, request: &Request) -> bool {
+    let action = format!("dynamodb:{}", request.action);
+    let resources: Vec<String> = match &statement["Resource"] {
+        Yaml::Sequence(all) => all.iter().filter_map(resource_name).collect(),
+        one => resource_name(one).into_iter().collect(),
+    };
+    let leading_keys =
+        strings(&statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]);
+    strings(&statement["Action"]).contains(&action)
+        && resources.iter().any(|r| r == request.resource)
+        && (leading_keys.is_empty() || leading_keys.iter().any(|p| like(p, &request.partition)))
+}
+
+#[tokio::test]
+async fn every_table_request_a_function_makes_is_granted_by_its_own_policy() {
+    let template: Yaml = serde_norway::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap(),
+    )
+    .unwrap();
+    let mut requests = requests_of_every_flow().await;
+    requests.sort();
+    requests.dedup();
+    let functions: std::collections::BTreeSet<&str> =
+        requests.iter().map(|r| r.function.as_str()).collect();
+    // The flows reach every function that uses the table.
+    for function in routes::ROUTES
+        .iter()
+        .map(|r| r.function)
+        .chain(["outbox-relay"])
+    {
+        if function != "jwks" {
+            assert!(
+                functions.contains(function),
+                "no table request seen from {function}"
+            );
+        }
+    }
+    let refused: Vec<String> = requests
+        .iter()
+        .filter(|request| {
+            !statements_of(&template, &request.function)
+                .iter()
+                .any(|s| allows(s, request))
+        })
+        .map(|r| {
+            format!(
+                "{} needs {} on {} ({})",
+                r.function, r.action, r.resource, r.partition
+            )
+        })
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "template.yaml refuses:\n{}",
+        refused.join("\n")
+    );
+}
+
+#[test]
+fn a_leading_keys_condition_refuses_a_partition_it_does_not_name() {
+    let statement: Yaml = serde_norway::from_str(
+        r#"
+Effect: Allow
+Action: [dynamodb:Query, dynamodb:DeleteItem]
+Resource: !GetAtt Table.Arn
+Condition:
+  ForAllValues:StringLike:
+    dynamodb:LeadingKeys: ["OUTBOX#*"]
+"#,
+    )
+    .unwrap();
+    let request = |action, partition: &str| Request {
+        function: "outbox-relay".into(),
+        action,
+        resource: "table",
+        partition: partition.into(),
+    };
+    assert!(allows(&statement, &request("Query", "OUTBOX#3")));
+    assert!(!allows(&statement, &request("Query", "OUTBOX_DEAD#3")));
+    assert!(!allows(&statement, &request("PutItem", "OUTBOX#3")));
+    assert!(!allows(
+        &statement,
+        &Request {
+            resource: "table/index/gsi1",
+            ..request("Query", "OUTBOX#3")
+        }
+    ));
+}
