@@ -26,8 +26,20 @@ pub async fn serve_http(ctx: AppContext, function: &'static str) -> Result<(), E
     if ctx.keys.verifies_nothing() {
         tracing::warn!("no token verification keys (STOREFRONT_JWKS is unset): every bearer token will get 401");
     }
+    serve_routes(ctx, routes).await
+}
+
+/// Serves API Gateway's `$default` route ([`routes::UNMATCHED`]): 404 and 405 problems.
+pub async fn serve_unmatched(ctx: AppContext) -> Result<(), Error> {
+    serve_routes(ctx, routes::unmatched()).await
+}
+
+async fn serve_routes<R>(ctx: AppContext, routes: Vec<R>) -> Result<(), Error>
+where
+    R: std::borrow::Borrow<routes::Route> + Send + Sync + 'static,
+{
     let ctx = Arc::new(ctx);
-    let routes: Arc<[&'static routes::Route]> = routes.into();
+    let routes: Arc<[R]> = routes.into();
     lambda_http::run(lambda_http::service_fn(move |req| {
         let (ctx, routes) = (ctx.clone(), routes.clone());
         async move { Ok::<_, std::convert::Infallible>(crate::http::dispatch(&ctx, &routes, req).await) }

@@ -59,6 +59,35 @@ pub static ROUTES: &[Route] = &[
     route!(DELETE "/v1/api-keys/{id}" => "api-keys-revoke", handlers::api_keys::revoke),
 ];
 
+/// The Lambda function behind API Gateway's `$default` route, which receives every request
+/// that no route of the API matches. API Gateway would answer those itself with a bare
+/// `{"message":"Not Found"}` and never a 405; this function answers them as the local
+/// router does, with a 404 problem, or a 405 listing the methods the path has.
+pub const UNMATCHED: &str = "not-found";
+
+/// The route table as the [`UNMATCHED`] function serves it: every path and method, each
+/// answering 404. A request reaches that function only when API Gateway matched none of
+/// these routes, so a path that matches under other methods gets its 405, and one that
+/// matches nothing its 404; none of them runs another function's handler.
+pub fn unmatched() -> Vec<Route> {
+    ROUTES
+        .iter()
+        .map(|route| Route {
+            method: route.method.clone(),
+            path: route.path,
+            function: UNMATCHED,
+            handler: |req, _| {
+                Box::pin(async move {
+                    Err(ApiError::not_found(format!(
+                        "No route matches {}.",
+                        req.uri().path()
+                    )))
+                })
+            },
+        })
+        .collect()
+}
+
 /// The routes one Lambda function serves.
 pub fn of_function(function: &str) -> Vec<&'static Route> {
     ROUTES.iter().filter(|r| r.function == function).collect()
@@ -143,6 +172,23 @@ mod tests {
             ApiError::MethodNotAllowed { allow } => assert_eq!(allow, vec![Method::GET]),
             other => panic!("expected 405, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_unmatched_table_answers_405_for_a_path_of_other_methods_and_404_otherwise() {
+        let unmatched = unmatched();
+        assert_eq!(unmatched.len(), ROUTES.len());
+        match find(&unmatched, &Method::DELETE, "/health").unwrap_err() {
+            ApiError::MethodNotAllowed { allow } => assert_eq!(allow, vec![Method::GET]),
+            other => panic!("expected 405, got {other:?}"),
+        }
+        assert_eq!(
+            find(&unmatched, &Method::GET, "/v1/nowhere")
+                .unwrap_err()
+                .status(),
+            404
+        );
+        assert!(unmatched.iter().all(|r| r.function == UNMATCHED));
     }
 
     #[test]

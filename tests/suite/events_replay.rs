@@ -29,6 +29,8 @@ enum Expect {
 fn expected(file: &str) -> Option<Expect> {
     Some(match file {
         "health.json" | "jwks.json" => Expect::Status(200),
+        "not-found.json" => Expect::Status(404),
+        "not-found.wrong-method.json" => Expect::Status(405),
         "tenants-create.json" => Expect::Status(201),
         "auth-signup.json" => Expect::Status(404),
         "auth-login.json"
@@ -74,14 +76,18 @@ async fn every_sample_event_gets_its_expected_answer_from_its_handler() {
             .unwrap_or_else(|| panic!("events/{file} has no expected answer in events_replay.rs"))
         {
             Expect::Status(status) => {
-                let routes = routes::of_function(&function);
-                assert!(
-                    !routes.is_empty(),
-                    "events/{file}: no route is served by `{function}`"
-                );
                 let req = lambda_http::request::from_str(&text)
                     .unwrap_or_else(|e| panic!("events/{file}: {e}"));
-                let response = storefront::http::dispatch(ctx, &routes, req).await;
+                let response = if function == routes::UNMATCHED {
+                    storefront::http::dispatch(ctx, &routes::unmatched(), req).await
+                } else {
+                    let routes = routes::of_function(&function);
+                    assert!(
+                        !routes.is_empty(),
+                        "events/{file}: no route is served by `{function}`"
+                    );
+                    storefront::http::dispatch(ctx, &routes, req).await
+                };
                 assert_eq!(
                     response.status().as_u16(),
                     status,

@@ -68,6 +68,10 @@ fn template_routes() -> RouteSet {
         for (_, event) in events {
             if event["Type"] == "HttpApi" {
                 let p = &event["Properties"];
+                if p["Path"] == "$default" {
+                    // Not a route: what API Gateway matches when no route does.
+                    continue;
+                }
                 routes.insert((
                     p["Method"].as_str().expect("Method").to_uppercase(),
                     p["Path"].as_str().expect("Path").to_owned(),
@@ -82,6 +86,23 @@ fn template_routes() -> RouteSet {
 #[test]
 fn template_yaml_routes_each_route_to_its_function() {
     assert_eq!(template_routes(), table_routes());
+}
+
+#[test]
+fn every_request_no_route_matches_goes_to_the_not_found_function() {
+    let mut defaults = Vec::new();
+    for (_, function, properties) in template_functions() {
+        for (_, event) in properties["Events"].as_mapping().into_iter().flatten() {
+            let p = &event["Properties"];
+            if event["Type"] == "HttpApi" && p["Path"] == "$default" {
+                defaults.push((function.clone(), p["Method"].as_str().map(str::to_owned)));
+            }
+        }
+    }
+    assert_eq!(
+        defaults,
+        [(routes::UNMATCHED.to_owned(), Some("ANY".to_owned()))]
+    );
 }
 
 #[test]
