@@ -225,6 +225,7 @@ impl KeyRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::{b64url_decode, SigningKey};
 
     fn claims(now: i64) -> Claims {
         Claims {
@@ -247,12 +248,65 @@ mod tests {
         KeyRing::from_private_keys(&keys).unwrap()
     }
 
+    /// A fresh key and the ring it alone makes under `kid`, so a test can sign with the
+    /// live key outside [`KeyRing::issue`].
+    fn key_and_ring(kid: &str) -> (Vec<u8>, KeyRing) {
+        let pkcs8 = KeyRing::generate_key().unwrap();
+        let ring = KeyRing::from_private_keys(&[(kid.to_owned(), pkcs8.clone())]).unwrap();
+        (pkcs8, ring)
+    }
+
+    /// An EdDSA token signed with `pkcs8` whose header names `kid` (or no kid at all).
+    fn signed_with(pkcs8: &[u8], kid: Option<&str>, claims: &Claims) -> String {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(pkcs8)).unwrap()
+    }
+
+    /// An HS256 token naming `kid`, its MAC computed by hand over `header.payload` with
+    /// `secret`: what anyone who has read the JWKS can make.
+    fn hs256(secret: &[u8], kid: &str, claims: &Claims) -> String {
+        let header = serde_json::json!({ "alg": "HS256", "typ": "JWT", "kid": kid });
+        let input = format!(
+            "{}.{}",
+            b64url(header.to_string().as_bytes()),
+            b64url(serde_json::to_string(claims).unwrap().as_bytes())
+        );
+        let tag = SigningKey::from_bytes(secret.to_vec()).sign_b64(input.as_bytes());
+        format!("{input}.{tag}")
+    }
+
+    #[track_caller]
+    fn assert_refused(ring: &KeyRing, token: &str, now: i64, what: &str) {
+        let verdict = ring.verify(token, now);
+        assert!(
+            matches!(verdict, Err(TokenError::Invalid)),
+            "{what} should be refused as invalid, got {verdict:?}"
+        );
+    }
+
     #[test]
     fn a_token_verifies_until_it_expires() {
         let ring = ring(&["k1"]);
         let token = ring.issue(&claims(1000)).unwrap();
         assert_eq!(ring.verify(&token, 1001).unwrap(), claims(1000));
-        assert!(ring.verify(&token, 1000 + ACCESS_TOKEN_SECONDS).is_err());
+        assert_refused(
+            &ring,
+            &token,
+            1000 + ACCESS_TOKEN_SECONDS,
+            "a token at its expiry",
+        );
+    }
+
+    #[test]
+    fn a_token_issued_more_than_a_minute_ahead_of_the_clock_is_refused() {
+        let ring = ring(&["k1"]);
+        let token = ring.issue(&claims(1000)).unwrap();
+        assert!(
+            ring.verify(&token, 940).is_ok(),
+            "a minute of clock skew is allowed"
+        );
+        assert_refused(&ring, &token, 939, "a token from the future");
     }
 
     #[test]
@@ -292,9 +346,11 @@ mod tests {
             "the newest key signs"
         );
         let twice = KeyRing::from_private_keys(&[k1, k2, k3]).unwrap();
-        assert!(
-            twice.verify(&old, 1001).is_err(),
-            "two rotations later the first key is gone"
+        assert_refused(
+            &twice,
+            &old,
+            1001,
+            "two rotations later, a token of the first key",
         );
     }
 
@@ -304,39 +360,101 @@ mod tests {
         let token = ring.issue(&claims(1000)).unwrap();
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
         let mut forged = claims(1000);
-        forged.role = "owner".into();
         forged.tid = "ten_2".into();
         parts[1] = b64url(serde_json::to_string(&forged).unwrap().as_bytes());
-        assert!(
-            ring.verify(&parts.join("."), 1001).is_err(),
-            "a changed payload"
-        );
+        assert_refused(&ring, &parts.join("."), 1001, "a changed payload");
         let none = format!(
             "{}.{}.",
             b64url(br#"{"alg":"none","typ":"JWT","kid":"k1"}"#),
             parts[1]
         );
-        assert!(ring.verify(&none, 1001).is_err(), "alg=none");
+        assert_refused(&ring, &none, 1001, "alg=none over a changed payload");
         let other = self::ring(&["k1"]).issue(&claims(1000)).unwrap();
-        assert!(
-            ring.verify(&other, 1001).is_err(),
-            "another ring's key under the same kid"
-        );
-        assert!(ring.verify("not.a.token", 1001).is_err());
+        assert_refused(&ring, &other, 1001, "another ring's key under the same kid");
+        assert_refused(&ring, "not.a.token", 1001, "garbage");
     }
 
     #[test]
-    fn an_hs256_token_keyed_with_the_public_key_is_refused() {
+    fn a_token_from_another_issuer_is_refused_though_a_live_key_signed_it() {
+        let ring = ring(&["k1"]);
+        let mut foreign = claims(1000);
+        foreign.iss = "someone-else".into();
+        let token = ring.issue(&foreign).unwrap();
+        assert_refused(&ring, &token, 1001, "a token from another issuer");
+    }
+
+    #[test]
+    fn a_token_for_another_audience_is_refused_though_a_live_key_signed_it() {
+        let ring = ring(&["k1"]);
+        let mut foreign = claims(1000);
+        foreign.aud = "another-api".into();
+        let token = ring.issue(&foreign).unwrap();
+        assert_refused(&ring, &token, 1001, "a token for another audience");
+    }
+
+    #[test]
+    fn a_token_naming_no_live_kid_is_refused_though_the_live_key_signed_it() {
+        let (pkcs8, ring) = key_and_ring("k1");
+        assert!(
+            ring.verify(&signed_with(&pkcs8, Some("k1"), &claims(1000)), 1001)
+                .is_ok(),
+            "the same key under its own kid verifies, so only the kid differs below"
+        );
+        assert_refused(
+            &ring,
+            &signed_with(&pkcs8, Some("k0"), &claims(1000)),
+            1001,
+            "an unknown kid",
+        );
+        assert_refused(
+            &ring,
+            &signed_with(&pkcs8, None, &claims(1000)),
+            1001,
+            "a header without a kid",
+        );
+    }
+
+    #[test]
+    fn an_alg_none_token_naming_the_live_kid_is_refused() {
+        let ring = ring(&["k1"]);
+        let genuine = ring.issue(&claims(1000)).unwrap();
+        let payload = genuine.split('.').nth(1).unwrap();
+        for alg in ["none", "None", "NONE"] {
+            let header = serde_json::json!({ "alg": alg, "typ": "JWT", "kid": "k1" });
+            let unsigned = format!("{}.{payload}.", b64url(header.to_string().as_bytes()));
+            assert_refused(&ring, &unsigned, 1001, &format!("alg={alg}"));
+        }
+    }
+
+    /// The algorithm-confusion attack: the published Ed25519 key used as an HMAC secret.
+    /// <https://www.rfc-editor.org/rfc/rfc8725#section-2.1>
+    #[test]
+    fn an_hs256_token_keyed_with_the_published_public_key_is_refused() {
         let ring = ring(&["k1"]);
         let x = ring.jwks()["keys"][0]["x"].as_str().unwrap().to_owned();
-        let mut header = Header::new(Algorithm::HS256);
-        header.kid = Some("k1".into());
-        let forged = jsonwebtoken::encode(
-            &header,
-            &claims(1000),
-            &EncodingKey::from_secret(x.as_bytes()),
-        )
-        .unwrap();
-        assert!(ring.verify(&forged, 1001).is_err());
+        let raw = b64url_decode(&x).unwrap();
+        assert_eq!(raw.len(), 32, "`x` is the raw Ed25519 public key");
+        for (secret, what) in [
+            (raw.as_slice(), "HS256 keyed with the decoded public key"),
+            (x.as_bytes(), "HS256 keyed with the base64url `x` string"),
+        ] {
+            let forged = hs256(secret, "k1", &claims(1000));
+            // The forgery is sound HS256: a verifier that let the header choose the
+            // algorithm would accept it, so only the EdDSA pin can refuse it.
+            let mut trusting = Validation::new(Algorithm::HS256);
+            trusting.set_issuer(&[ISSUER]);
+            trusting.set_audience(&[AUDIENCE]);
+            trusting.validate_exp = false;
+            assert!(
+                jsonwebtoken::decode::<Claims>(
+                    &forged,
+                    &DecodingKey::from_secret(secret),
+                    &trusting
+                )
+                .is_ok(),
+                "{what} is a well-formed forgery"
+            );
+            assert_refused(&ring, &forged, 1001, what);
+        }
     }
 }
