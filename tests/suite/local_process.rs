@@ -96,6 +96,18 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     }
 }
 
+/// Sends SIGTERM and expects a clean exit (status 0) within 15 s, showing what the server
+/// wrote to stderr when it does not.
+fn stop_cleanly(child: &mut Child) {
+    signal(child, "TERM");
+    let status = wait_exit(child, Duration::from_secs(15));
+    assert!(
+        status.success(),
+        "exit status {status:?} after SIGTERM; stderr:\n{}",
+        stderr_of(child)
+    );
+}
+
 fn stderr_of(child: &mut Child) -> String {
     let mut text = String::new();
     if let Some(mut err) = child.stderr.take() {
@@ -175,8 +187,7 @@ fn keys_and_data_survive_a_restart() {
     let mut child = spawn(dir.path());
     wait_ready(&mut child);
     let key = std::fs::read(dir.path().join("keys/blob-signing.key")).unwrap();
-    signal(&child, "TERM");
-    wait_exit(&mut child, Duration::from_secs(15));
+    stop_cleanly(&mut child);
     {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let table =
@@ -186,8 +197,7 @@ fn keys_and_data_survive_a_restart() {
     }
     let mut again = spawn(dir.path());
     wait_ready(&mut again);
-    signal(&again, "TERM");
-    assert!(wait_exit(&mut again, Duration::from_secs(15)).success());
+    stop_cleanly(&mut again);
     assert_eq!(
         std::fs::read(dir.path().join("keys/blob-signing.key")).unwrap(),
         key,
@@ -206,8 +216,7 @@ fn a_generated_payment_webhook_secret_is_printed_and_kept_and_a_chosen_one_is_no
     let dir = helpers::temp_dir();
     let mut first = spawn(dir.path());
     let (_, lines) = wait_ready_lines(&mut first);
-    signal(&first, "TERM");
-    assert!(wait_exit(&mut first, Duration::from_secs(15)).success());
+    stop_cleanly(&mut first);
     let secret = printed_payment_secret(&lines).expect("a generated secret is printed");
     assert!(
         secret.starts_with("whsec_") && secret.len() > 30,
@@ -216,8 +225,7 @@ fn a_generated_payment_webhook_secret_is_printed_and_kept_and_a_chosen_one_is_no
 
     let mut again = spawn(dir.path());
     let (_, lines) = wait_ready_lines(&mut again);
-    signal(&again, "TERM");
-    assert!(wait_exit(&mut again, Duration::from_secs(15)).success());
+    stop_cleanly(&mut again);
     assert_eq!(
         printed_payment_secret(&lines).as_deref(),
         Some(secret.as_str()),
@@ -226,8 +234,7 @@ fn a_generated_payment_webhook_secret_is_printed_and_kept_and_a_chosen_one_is_no
 
     let mut chosen = spawn_with(dir.path(), Some("whsec_chosen_by_the_developer"));
     let (_, lines) = wait_ready_lines(&mut chosen);
-    signal(&chosen, "TERM");
-    assert!(wait_exit(&mut chosen, Duration::from_secs(15)).success());
+    stop_cleanly(&mut chosen);
     assert_eq!(printed_payment_secret(&lines), None, "{lines:?}");
 }
 
