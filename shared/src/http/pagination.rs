@@ -31,17 +31,27 @@ pub fn paged(req: &Request, query: Query) -> Result<Query, ApiError> {
     };
     let after = query_param(req, "cursor")
         .filter(|c| !c.is_empty())
-        .map(|c| decode(&c, query.index, &query.partition))
+        .map(|c| decode(&c, &query))
         .transpose()?;
     Ok(query.limit(limit).after(after))
 }
 
-fn decode(cursor: &str, index: Index, partition: &str) -> Result<Position, ApiError> {
+fn decode(cursor: &str, query: &Query) -> Result<Position, ApiError> {
     let invalid = || ApiError::bad_request("`cursor` is not a cursor this list gave out.");
     let bytes = b64url_decode(cursor).ok_or_else(invalid)?;
     let position: Position = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
-    let (partition_attr, _) = index.key_names();
-    if position.0.get(partition_attr).map(String::as_str) != Some(partition) {
+    let index = query.index;
+    let (partition_attr, sort_attr) = index.key_names();
+    if position.0.get(partition_attr) != Some(&query.partition) {
+        return Err(invalid());
+    }
+    // A start key outside the query's sort-key condition is one DynamoDB refuses
+    // ("outside query boundaries"): a 400 here, not a failed store call.
+    let in_range = position
+        .0
+        .get(sort_attr)
+        .is_some_and(|sk| query.sort.matches(sk));
+    if !in_range {
         return Err(invalid());
     }
     // Exactly the key attributes of an item of this index, none empty: anything else would
@@ -168,5 +178,33 @@ mod tests {
             400,
             "a cursor missing a key attribute"
         );
+    }
+
+    #[test]
+    fn a_cursor_outside_the_lists_sort_key_condition_is_refused() {
+        let sessions = |sk: &str| {
+            encode(&Position(
+                [("pk", "TENANT#a#USER#u"), ("sk", sk)]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            ))
+        };
+        let query = || {
+            Query::partition(Index::Primary, "TENANT#a#USER#u")
+                .sort(crate::store::SortKey::BeginsWith("SESSION#".into()))
+        };
+        let inside = sessions("SESSION#ses_1");
+        assert!(paged(&req(&format!("cursor={inside}")), query()).is_ok());
+        for outside in ["USER", "ZZZ"] {
+            let cursor = sessions(outside);
+            assert_eq!(
+                paged(&req(&format!("cursor={cursor}")), query())
+                    .unwrap_err()
+                    .status(),
+                400,
+                "{outside}"
+            );
+        }
     }
 }
