@@ -360,18 +360,37 @@ async fn blob(embedded: &Embedded, req: http::Request<Incoming>) -> LocalRespons
                 .map(|()| (StatusCode::OK, None)),
             Err(_) => Err(PresignRefusal::WrongContentLength),
         },
-        Method::GET => blobs.serve_get(&key, &query).await.map(|blob| match blob {
-            Some(blob) => (StatusCode::OK, Some(blob)),
-            None => (StatusCode::NOT_FOUND, None),
-        }),
+        Method::GET => match blobs.serve_get(&key, &query).await {
+            Ok(Some(blob)) => Ok((StatusCode::OK, Some(blob))),
+            Ok(None) => {
+                let problem = ApiError::not_found("Nothing has been uploaded to this URL.");
+                return with_cors(into_local(refuse(&embedded.ctx, problem)));
+            }
+            Err(refusal) => Err(refusal),
+        },
+        // A browser's CORS preflight for a presigned PUT with its Content-Type, answered as
+        // the bucket's CORS rule in template.yaml answers it on S3.
+        Method::OPTIONS => {
+            let mut response = http::Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            let headers = response.headers_mut();
+            for (name, value) in [
+                ("access-control-allow-methods", "GET, PUT"),
+                ("access-control-allow-headers", "content-type"),
+                ("access-control-max-age", "600"),
+            ] {
+                headers.insert(name, http::HeaderValue::from_static(value));
+            }
+            return with_cors(response);
+        }
         _ => {
             let problem = ApiError::MethodNotAllowed {
-                allow: vec![Method::GET, Method::PUT],
+                allow: vec![Method::GET, Method::PUT, Method::OPTIONS],
             };
             return into_local(refuse(&embedded.ctx, problem));
         }
     };
-    let mut response = match outcome {
+    let response = match outcome {
         Ok((status, blob)) => {
             let mut response = http::Response::new(Full::new(
                 blob.as_ref().map(|b| b.bytes.clone()).unwrap_or_default(),
@@ -402,6 +421,11 @@ async fn blob(embedded: &Embedded, req: http::Request<Incoming>) -> LocalRespons
             ))
         }
     };
+    with_cors(response)
+}
+
+/// Lets a browser page on any origin use a presigned URL, as the bucket's CORS rule does.
+fn with_cors(mut response: LocalResponse) -> LocalResponse {
     response.headers_mut().insert(
         "access-control-allow-origin",
         http::HeaderValue::from_static("*"),

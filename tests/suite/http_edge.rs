@@ -200,6 +200,40 @@ async fn a_presigned_upload_lands_only_with_the_signed_type_and_length() {
 }
 
 #[tokio::test]
+async fn a_presigned_url_answers_a_browsers_preflight_and_a_missing_blob_is_a_404_problem() {
+    let local = LocalServer::start().await;
+    let blobs = &local.server.embedded().ctx.blobs;
+    let ttl = std::time::Duration::from_secs(300);
+    let put = blobs
+        .presign_put("uploads/t1/img2", "image/png", 4, ttl)
+        .await
+        .unwrap();
+    let preflight = local
+        .client
+        .request(reqwest::Method::OPTIONS, &put.url)
+        .header("origin", "https://shop.example")
+        .header("access-control-request-method", "PUT")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    let headers = preflight.headers();
+    assert_eq!(headers["access-control-allow-origin"], "*");
+    assert!(headers["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .contains("PUT"));
+    assert_eq!(headers["access-control-allow-headers"], "content-type");
+
+    let get = blobs.presign_get("uploads/t1/img2", ttl).await.unwrap();
+    let missing = local.client.get(&get.url).send().await.unwrap();
+    assert_eq!(missing.headers()["access-control-allow-origin"], "*");
+    problem(missing, 404, "not-found").await;
+    local.server.stop().await;
+}
+
+#[tokio::test]
 async fn a_delete_blob_job_sent_to_the_local_queue_is_run_by_the_worker() {
     let local = LocalServer::start().await;
     let ctx = &local.server.embedded().ctx;
