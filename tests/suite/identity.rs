@@ -216,6 +216,8 @@ conformance!(embedded, dynamo;
     a_wrong_email_and_a_wrong_password_get_the_same_401,
     the_sixth_login_attempt_in_a_minute_is_429_per_account_and_per_ip,
     a_refresh_spends_its_token_and_reusing_a_spent_one_revokes_the_session,
+    a_token_spent_sixty_refreshes_ago_still_revokes_the_session,
+    two_concurrent_refreshes_of_one_token_end_the_session,
     logout_and_revoking_a_session_stop_its_refresh_token,
     sessions_are_listed_newest_first_with_the_current_one_marked,
     owners_and_admins_manage_members_within_the_role_rules,
@@ -626,6 +628,57 @@ async fn a_refresh_spends_its_token_and_reusing_a_spent_one_revokes_the_session(
             .await
             .status,
         400
+    );
+}
+
+async fn a_token_spent_sixty_refreshes_ago_still_revokes_the_session(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    let refresh = |token: String| {
+        let api = &api;
+        async move {
+            api.post("/v1/auth/refresh", None, json!({"refresh_token": token}))
+                .await
+        }
+    };
+    let mut latest = shop.owner_refresh.clone();
+    for n in 0..60 {
+        let reply = refresh(latest.clone()).await;
+        assert_eq!(reply.status, 200, "refresh {n}: {:?}", reply.body);
+        latest = reply.refresh();
+    }
+    assert_eq!(refresh(shop.owner_refresh.clone()).await.status, 401);
+    assert_eq!(
+        refresh(latest).await.status,
+        401,
+        "the oldest token's reuse ended the session"
+    );
+}
+
+async fn two_concurrent_refreshes_of_one_token_end_the_session(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    let refresh = |token: String| {
+        let api = &api;
+        async move {
+            api.post("/v1/auth/refresh", None, json!({"refresh_token": token}))
+                .await
+        }
+    };
+    let (a, b) = tokio::join!(
+        refresh(shop.owner_refresh.clone()),
+        refresh(shop.owner_refresh.clone())
+    );
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [200, 401],
+        "one spends the token, the other is refused"
+    );
+    let winner = if a.status == 200 { a } else { b };
+    assert_eq!(
+        refresh(winner.refresh()).await.status,
+        401,
+        "spending one token twice is reuse: the session is over"
     );
 }
 

@@ -19,7 +19,7 @@ use crate::repo::rate_limits::{self, Limit};
 use crate::repo::sessions::{self, Session};
 use crate::repo::tenants;
 use crate::repo::users::{self, User, UserView};
-use crate::store::TxOp;
+use crate::store::{StoreError, TxOp};
 use crate::validate;
 
 /// `{"access_token","refresh_token","token_type":"Bearer","expires_in"}`.
@@ -76,7 +76,6 @@ pub(crate) fn start_session(
         user_agent,
         ip: client_ip(req).map(str::to_owned),
         refresh_hash: refresh.hash(),
-        spent: Vec::new(),
     };
     let op = sessions::create(&session, now.timestamp()).map_err(internal)?;
     let tokens = Tokens {
@@ -283,7 +282,7 @@ pub async fn refresh(req: Request, ctx: &AppContext) -> HandlerResult {
         .ok_or_else(refresh_refused)?;
     let presented = token.hash();
     if !crate::crypto::same_secret(&presented, &session.refresh_hash) {
-        if session.spent.contains(&presented) {
+        if sessions::was_spent(table, &session, &presented).await? {
             sessions::revoke(table, &session.tenant_id, &session.user_id, &session.id).await?;
             tracing::warn!(session_id = %session.id, tenant_id = %session.tenant_id, "spent refresh token reused: session revoked");
         }
@@ -305,9 +304,10 @@ pub async fn refresh(req: Request, ctx: &AppContext) -> HandlerResult {
     .await
     {
         Ok(()) => {}
-        Err(e) if e.is_condition_failed() => {
-            // The session changed since we read it: ended meanwhile (logout), or this same
-            // token spent by a concurrent request, which is reuse.
+        // The session changed since we read it (a failed condition), or is changing now (a
+        // transaction conflict: DynamoDB cancels one of two transactions on one item): ended
+        // meanwhile (logout), or this same token spent by a concurrent request, which is reuse.
+        Err(e) if e.is_condition_failed() || matches!(e, StoreError::Conflict) => {
             let now_stored =
                 sessions::get(table, &session.tenant_id, &session.user_id, &session.id).await?;
             if now_stored.is_some() {

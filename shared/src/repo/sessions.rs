@@ -1,8 +1,10 @@
 //! Sessions (devices), each a refresh-token family: `TENANT#<tid>#USER#<uid>` / `SESSION#<sid>`.
 //!
-//! The session stores the hash of its current refresh token and of the spent ones. Every
-//! refresh swaps the current hash under a condition on the old one, so one token can be
-//! spent once; a spent token presented again revokes (deletes) the whole session.
+//! The session stores the hash of its current refresh token. Every refresh swaps it under a
+//! condition on the old one, so one token can be spent once, and in the same transaction
+//! writes the spent hash as an item of its own (`SPENT#<sid>#<hash>`, kept as long as an
+//! idle session): every token a session ever spent is recognised, not just the latest
+//! few, and a spent token presented again revokes (deletes) the whole session.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,8 +16,6 @@ use crate::store::{
 
 /// How long a session lives without being used.
 pub const IDLE_SECONDS: i64 = 30 * 24 * 3600;
-/// How many spent token hashes a session remembers for reuse detection.
-const SPENT_KEPT: usize = 50;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
@@ -27,8 +27,6 @@ pub struct Session {
     pub user_agent: Option<String>,
     pub ip: Option<String>,
     pub refresh_hash: String,
-    #[serde(default)]
-    pub spent: Vec<String>,
 }
 
 /// The session as the API shows it.
@@ -60,6 +58,24 @@ pub fn key(tenant_id: &str, user_id: &str, session_id: &str) -> Key {
         format!("TENANT#{tenant_id}#USER#{user_id}"),
         format!("SESSION#{session_id}"),
     )
+}
+
+/// The record of a refresh token the session has spent: in the user's partition, outside
+/// the `SESSION#` range that lists sessions.
+fn spent_key(session: &Session, hash: &str) -> Key {
+    Key::new(
+        user_partition(&session.tenant_id, &session.user_id),
+        format!("SPENT#{}#{hash}", session.id),
+    )
+}
+
+/// Whether the session has spent the refresh token with this hash.
+pub async fn was_spent(
+    table: &dyn Table,
+    session: &Session,
+    hash: &str,
+) -> Result<bool, StoreError> {
+    Ok(table.get(&spent_key(session, hash)).await?.is_some())
 }
 
 /// Starts a session that expires after [`IDLE_SECONDS`] unused.
@@ -95,26 +111,29 @@ pub async fn rotate(
     now_rfc3339: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    let mut spent = session.spent.clone();
-    spent.push(session.refresh_hash.clone());
-    let excess = spent.len().saturating_sub(SPENT_KEPT);
-    spent.drain(..excess);
     let ops = vec![
         UpdateOp::set("refresh_hash", new_hash),
-        UpdateOp::set("spent", spent),
         UpdateOp::set("last_used_at", now_rfc3339),
         UpdateOp::set(crate::store::TTL, now + IDLE_SECONDS),
     ];
     // A revoked session no longer exists, so this also fails for one revoked meanwhile.
     let condition = Condition::eq("refresh_hash", session.refresh_hash.as_str());
+    // Kept as long as the session could be left idle: a spent token is recognised for as
+    // long as the session it belonged to could still be refreshed.
+    let spent = Item::new(&spent_key(session, &session.refresh_hash)).with_ttl(now + IDLE_SECONDS);
     table
-        .update(
-            &key(&session.tenant_id, &session.user_id, &session.id),
-            ops,
-            Some(condition),
-        )
+        .transact(vec![
+            TxOp::Update {
+                key: key(&session.tenant_id, &session.user_id, &session.id),
+                ops,
+                condition: Some(condition),
+            },
+            TxOp::Put {
+                item: spent,
+                condition: None,
+            },
+        ])
         .await
-        .map(|_| ())
 }
 
 /// Ends a session by deleting it: its refresh token stops working at once. `false` when
