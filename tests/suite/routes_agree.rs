@@ -213,3 +213,56 @@ fn the_local_router_resolves_every_route_to_its_own_handler() {
         );
     }
 }
+
+/// The logical id a `!GetAtt X.Arn` or `!Ref X` names.
+fn referenced(value: &Value) -> Option<String> {
+    match value {
+        Value::Tagged(tagged) => tagged
+            .value
+            .as_str()
+            .map(|s| s.trim_end_matches(".Arn").to_owned()),
+        _ => None,
+    }
+}
+
+#[test]
+fn every_function_runs_as_its_own_role_which_may_write_only_its_own_log_group() {
+    let template = yaml("template.yaml");
+    let mut roles = BTreeSet::new();
+    for (id, _, properties) in template_functions() {
+        // Without a Role, SAM makes one with AWSLambdaBasicExecutionRole: logs on every
+        // log group ("*"), which is more than a function uses.
+        let role = referenced(&properties["Role"])
+            .unwrap_or_else(|| panic!("{id} has no Role of its own"));
+        assert!(roles.insert(role.clone()), "{id} shares the role {role}");
+        let log_group = referenced(&properties["LoggingConfig"]["LogGroup"])
+            .unwrap_or_else(|| panic!("{id} names no log group"));
+        assert_eq!(
+            template["Resources"][log_group.as_str()]["Type"],
+            "AWS::Logs::LogGroup",
+            "{id}"
+        );
+        let mut log_statements = 0;
+        for policy in template["Resources"][role.as_str()]["Properties"]["Policies"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{role} has no policies"))
+        {
+            for statement in policy["PolicyDocument"]["Statement"]
+                .as_sequence()
+                .expect("statements")
+            {
+                let mut actions = Vec::new();
+                allowed_actions(statement, &mut actions);
+                if actions.iter().any(|a| a.starts_with("logs:")) {
+                    log_statements += 1;
+                    assert_eq!(
+                        referenced(&statement["Resource"]).as_deref(),
+                        Some(log_group.as_str()),
+                        "{id}'s log rights name another resource"
+                    );
+                }
+            }
+        }
+        assert_eq!(log_statements, 1, "{id} may write its logs once, and only there");
+    }
+}
