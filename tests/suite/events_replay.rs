@@ -146,19 +146,12 @@ async fn call(
     token: &str,
     body: Option<serde_json::Value>,
 ) -> serde_json::Value {
-    let mut builder = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("authorization", format!("Bearer {token}"));
-    let body = match body {
-        Some(body) => {
-            builder = builder.header("content-type", "application/json");
-            lambda_http::Body::from(body.to_string())
-        }
-        None => lambda_http::Body::Empty,
-    };
-    let response =
-        storefront::http::dispatch(ctx, routes::ROUTES, builder.body(body).expect("request")).await;
+    let response = storefront::http::dispatch(
+        ctx,
+        routes::ROUTES,
+        helpers::api_request(method, path, Some(token), body),
+    )
+    .await;
     assert!(
         response.status().is_success(),
         "{path}: {:?}",

@@ -33,6 +33,30 @@ pub fn embedded(clock: Arc<dyn Clock>) -> (Embedded, tempfile::TempDir) {
     (embedded, dir)
 }
 
+/// An API request as a client sends it: a bearer token and a JSON body, each if given.
+pub fn api_request(
+    method: http::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> lambda_http::Request {
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("user-agent", "storefront-tests/1");
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    let body = match body {
+        Some(body) => {
+            builder = builder.header("content-type", "application/json");
+            lambda_http::Body::from(body.to_string())
+        }
+        None => lambda_http::Body::Empty,
+    };
+    builder.body(body).expect("request")
+}
+
 pub fn system_clock() -> Arc<dyn Clock> {
     Arc::new(SystemClock)
 }

@@ -114,21 +114,7 @@ impl Api {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Reply {
-        let mut builder = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("user-agent", "storefront-tests/1");
-        if let Some(token) = token {
-            builder = builder.header("authorization", format!("Bearer {token}"));
-        }
-        let body = match body {
-            Some(body) => {
-                builder = builder.header("content-type", "application/json");
-                lambda_http::Body::from(body.to_string())
-            }
-            None => lambda_http::Body::Empty,
-        };
-        let mut req = builder.body(body).expect("request");
+        let mut req = helpers::api_request(method, path, token, body);
         req.extensions_mut().insert(ClientIp(ip.to_owned()));
         let response = dispatch(&self.ctx, ROUTES, req).await;
         let status = response.status().as_u16();
@@ -183,6 +169,11 @@ impl Api {
             owner: reply.token(),
             owner_refresh: reply.refresh(),
         }
+    }
+
+    async fn refresh(&self, token: &str) -> Reply {
+        self.post("/v1/auth/refresh", None, json!({"refresh_token": token}))
+            .await
     }
 
     async fn signup(&self, tenant_id: &str, email: &str) -> Reply {
@@ -597,21 +588,16 @@ async fn the_sixth_login_attempt_in_a_minute_is_429_per_account_and_per_ip(api: 
 
 async fn a_refresh_spends_its_token_and_reusing_a_spent_one_revokes_the_session(api: Api) {
     let shop = api.create_shop("owner@example.com").await;
-    let api = &api;
-    let refresh = |token: String| async move {
-        api.post("/v1/auth/refresh", None, json!({"refresh_token": token}))
-            .await
-    };
-    let first = refresh(shop.owner_refresh.clone()).await;
+    let first = api.refresh(&shop.owner_refresh).await;
     assert_eq!(first.status, 200, "{:?}", first.body);
     assert_ne!(first.refresh(), shop.owner_refresh);
     assert_eq!(api.get("/v1/me", Some(&first.token())).await.status, 200);
-    let second = refresh(first.refresh()).await;
+    let second = api.refresh(&first.refresh()).await;
     assert_eq!(second.status, 200);
     // The first token again: theft assumed, the whole session ends.
-    let reused = refresh(shop.owner_refresh.clone()).await;
+    let reused = api.refresh(&shop.owner_refresh).await;
     assert_eq!(reused.status, 401);
-    let after = refresh(second.refresh()).await;
+    let after = api.refresh(&second.refresh()).await;
     assert_eq!(
         after.status, 401,
         "the newest token of the revoked session no longer works"
@@ -621,7 +607,7 @@ async fn a_refresh_spends_its_token_and_reusing_a_spent_one_revokes_the_session(
         "nonsense",
         "ten_x.usr_y.ses_z.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
     ] {
-        assert_eq!(refresh(garbage.to_owned()).await.status, 401, "{garbage}");
+        assert_eq!(api.refresh(garbage).await.status, 401, "{garbage}");
     }
     assert_eq!(
         api.post("/v1/auth/refresh", None, json!({"token": "x"}))
@@ -633,22 +619,15 @@ async fn a_refresh_spends_its_token_and_reusing_a_spent_one_revokes_the_session(
 
 async fn a_token_spent_sixty_refreshes_ago_still_revokes_the_session(api: Api) {
     let shop = api.create_shop("owner@example.com").await;
-    let refresh = |token: String| {
-        let api = &api;
-        async move {
-            api.post("/v1/auth/refresh", None, json!({"refresh_token": token}))
-                .await
-        }
-    };
     let mut latest = shop.owner_refresh.clone();
     for n in 0..60 {
-        let reply = refresh(latest.clone()).await;
+        let reply = api.refresh(&latest).await;
         assert_eq!(reply.status, 200, "refresh {n}: {:?}", reply.body);
         latest = reply.refresh();
     }
-    assert_eq!(refresh(shop.owner_refresh.clone()).await.status, 401);
+    assert_eq!(api.refresh(&shop.owner_refresh).await.status, 401);
     assert_eq!(
-        refresh(latest).await.status,
+        api.refresh(&latest).await.status,
         401,
         "the oldest token's reuse ended the session"
     );
@@ -656,16 +635,9 @@ async fn a_token_spent_sixty_refreshes_ago_still_revokes_the_session(api: Api) {
 
 async fn two_concurrent_refreshes_of_one_token_end_the_session(api: Api) {
     let shop = api.create_shop("owner@example.com").await;
-    let refresh = |token: String| {
-        let api = &api;
-        async move {
-            api.post("/v1/auth/refresh", None, json!({"refresh_token": token}))
-                .await
-        }
-    };
     let (a, b) = tokio::join!(
-        refresh(shop.owner_refresh.clone()),
-        refresh(shop.owner_refresh.clone())
+        api.refresh(&shop.owner_refresh),
+        api.refresh(&shop.owner_refresh)
     );
     let mut statuses = [a.status, b.status];
     statuses.sort();
@@ -676,7 +648,7 @@ async fn two_concurrent_refreshes_of_one_token_end_the_session(api: Api) {
     );
     let winner = if a.status == 200 { a } else { b };
     assert_eq!(
-        refresh(winner.refresh()).await.status,
+        api.refresh(&winner.refresh()).await.status,
         401,
         "spending one token twice is reuse: the session is over"
     );
@@ -694,13 +666,7 @@ async fn logout_and_revoking_a_session_stop_its_refresh_token(api: Api) {
         .call(Method::POST, "/v1/auth/logout", Some(&shop.owner), None)
         .await;
     assert_eq!(logout.status, 204);
-    let refresh = api
-        .post(
-            "/v1/auth/refresh",
-            None,
-            json!({"refresh_token": shop.owner_refresh}),
-        )
-        .await;
+    let refresh = api.refresh(&shop.owner_refresh).await;
     assert_eq!(refresh.status, 401);
     let phone = api
         .login(
@@ -733,13 +699,7 @@ async fn logout_and_revoking_a_session_stop_its_refresh_token(api: Api) {
         )
         .await;
     assert_eq!(revoke.status, 204);
-    let phone_refresh = api
-        .post(
-            "/v1/auth/refresh",
-            None,
-            json!({"refresh_token": phone.refresh()}),
-        )
-        .await;
+    let phone_refresh = api.refresh(&phone.refresh()).await;
     assert_eq!(phone_refresh.status, 401);
     let again = api
         .delete(

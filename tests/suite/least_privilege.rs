@@ -120,21 +120,10 @@ impl Harness {
         status: u16,
     ) -> Value {
         self.as_function(function);
-        let mut builder = http::Request::builder().method(method).uri(path);
-        if let Some(token) = token {
-            builder = builder.header("authorization", format!("Bearer {token}"));
-        }
-        let body = match body {
-            Some(body) => {
-                builder = builder.header("content-type", "application/json");
-                lambda_http::Body::from(body.to_string())
-            }
-            None => lambda_http::Body::Empty,
-        };
         let response = storefront::http::dispatch(
             &self.ctx,
             &routes::of_function(function),
-            builder.body(body).unwrap(),
+            helpers::api_request(method, path, token, body),
         )
         .await;
         assert_eq!(
@@ -225,36 +214,26 @@ async fn requests_of_every_flow() -> Vec<Request> {
             200,
         )
         .await;
-    let spent = phone["refresh_token"].as_str().unwrap();
-    let renewed = h
-        .call(
-            "auth-refresh",
-            Method::POST,
-            "/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": spent})),
-            200,
-        )
-        .await;
+    let refresh = |token: Value, status| {
+        let h = &h;
+        async move {
+            let body = json!({ "refresh_token": token });
+            h.call(
+                "auth-refresh",
+                Method::POST,
+                "/v1/auth/refresh",
+                None,
+                Some(body),
+                status,
+            )
+            .await
+        }
+    };
+    let spent = phone["refresh_token"].clone();
+    let renewed = refresh(spent.clone(), 200).await;
     // The spent token again: the whole session is revoked.
-    h.call(
-        "auth-refresh",
-        Method::POST,
-        "/v1/auth/refresh",
-        None,
-        Some(json!({"refresh_token": spent})),
-        401,
-    )
-    .await;
-    h.call(
-        "auth-refresh",
-        Method::POST,
-        "/v1/auth/refresh",
-        None,
-        Some(json!({"refresh_token": renewed["refresh_token"]})),
-        401,
-    )
-    .await;
+    refresh(spent, 401).await;
+    refresh(renewed["refresh_token"].clone(), 401).await;
 
     let member = h
         .call(

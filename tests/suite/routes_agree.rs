@@ -263,6 +263,9 @@ fn every_function_runs_as_its_own_role_which_may_write_only_its_own_log_group() 
                 }
             }
         }
-        assert_eq!(log_statements, 1, "{id} may write its logs once, and only there");
+        assert_eq!(
+            log_statements, 1,
+            "{id} may write its logs once, and only there"
+        );
     }
 }
