@@ -2,10 +2,16 @@
 //! run off the async executor. A login for an unknown account verifies against a dummy hash,
 //! so it costs the same time as a wrong password (no account enumeration by timing).
 //! <https://cheatsheetseries.owasp.org/cheatsheets/Password_Storage_Cheat_Sheet.html>
+//!
+//! What is hashed is the password in Unicode normalisation form NFKC, as NIST SP 800-63B
+//! §5.1.1.2 asks: "é" typed as one code point or as "e" and a combining accent, or a
+//! full-width digit from an East Asian keyboard, is the same password at signup and login.
 
 use anyhow::Context as _;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
+use unicode_normalization::UnicodeNormalization as _;
+use zeroize::Zeroizing;
 
 use crate::domain::Password;
 
@@ -41,7 +47,13 @@ fn hasher() -> anyhow::Result<Argon2<'static>> {
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
+/// The bytes that are hashed: the password in NFKC, wiped when dropped.
+fn normalised(password: &str) -> Zeroizing<String> {
+    Zeroizing::new(password.nfkc().collect())
+}
+
 fn hash_blocking(password: &str) -> anyhow::Result<String> {
+    let password = normalised(password);
     let salt_bytes = crate::crypto::random_bytes(16)?;
     let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
     let hash = hasher()?
@@ -51,6 +63,7 @@ fn hash_blocking(password: &str) -> anyhow::Result<String> {
 }
 
 fn verify_blocking(password: &str, phc: &str) -> anyhow::Result<bool> {
+    let password = normalised(password);
     let parsed = PasswordHash::new(phc)
         .map_err(|e| anyhow::anyhow!("stored password hash is malformed: {e}"))?;
     Ok(hasher()?
@@ -89,6 +102,21 @@ pub async fn verify_nothing(password: &str) -> anyhow::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_password_verifies_however_its_unicode_was_composed() {
+        // "café ｐａｓｓ１" with a precomposed é and full-width letters and digit, and
+        // with "e" + COMBINING ACUTE ACCENT and ASCII letters and digit.
+        let typed = "caf\u{e9} \u{ff50}\u{ff41}\u{ff53}\u{ff53}\u{ff11}";
+        let other_keyboard = "cafe\u{301} pass1";
+        let phc = hash(&Password::parse(typed).unwrap()).await.unwrap();
+        assert!(verify(other_keyboard, &phc).await.unwrap());
+        assert!(verify(typed, &phc).await.unwrap());
+        assert!(
+            !verify("cafe pass1", &phc).await.unwrap(),
+            "the accent still counts"
+        );
+    }
 
     #[tokio::test]
     async fn a_hash_verifies_its_password_only() {
