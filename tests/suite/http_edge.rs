@@ -530,4 +530,25 @@ async fn a_signed_in_request_logs_json_lines_naming_its_request_function_and_ten
     assert_eq!(request_span["request_id"], request_id);
     assert_eq!(request_span["function"], "me");
     assert_eq!(request_span["tenant_id"], shop["tenant"]["id"]);
+
+    // A sign-in names the shop it signs in to, before anyone is authenticated.
+    let login = format!(
+        r#"{{"tenant_id":{},"email":"ada@example.com","password":"wrong password"}}"#,
+        shop["tenant"]["id"]
+    );
+    let refused = dispatch(
+        ctx,
+        storefront::routes::ROUTES,
+        request("POST", "/v1/auth/login", Some("application/json"), &login),
+    )
+    .await;
+    assert_eq!(refused.status(), 401);
+    let lines = logs.lines();
+    let served = lines
+        .iter()
+        .rfind(|line| line["fields"]["message"] == "request served")
+        .unwrap();
+    assert_eq!(served["fields"]["status"], 401);
+    assert_eq!(served["spans"][0]["function"], "auth-login");
+    assert_eq!(served["spans"][0]["tenant_id"], shop["tenant"]["id"]);
 }

@@ -145,6 +145,7 @@ pub async fn signup(req: Request, ctx: &AppContext) -> HandlerResult {
         password = Password::parse(body.password.expose_secret()) => "password",
         name = PersonName::parse(&body.name) => "name",
     }
+    crate::http::record_tenant(&req, tenant_id.as_str());
     // Checked before the (deliberately expensive) hash, so requests for unknown shops cost
     // one read; the transaction checks again, against a shop deleted in between.
     if tenants::get(ctx.table.as_ref(), &tenant_id)
@@ -230,6 +231,7 @@ pub async fn login(req: Request, ctx: &AppContext) -> HandlerResult {
     // Every path makes the same two reads and one verification, so neither the answer nor
     // its timing tells a wrong shop, an unknown email and a wrong password apart.
     let tenant_id = if IdKind::Tenant.matches(&body.tenant_id) {
+        crate::http::record_tenant(&req, &body.tenant_id);
         body.tenant_id.as_str()
     } else {
         NO_TENANT
@@ -276,6 +278,7 @@ pub async fn refresh(req: Request, ctx: &AppContext) -> HandlerResult {
     let body: RefreshBody = parse_json(&req)?;
     let token =
         RefreshToken::parse(body.refresh_token.expose_secret()).ok_or_else(refresh_refused)?;
+    crate::http::record_tenant(&req, &token.tenant_id);
     let table = ctx.table.as_ref();
     let session = sessions::get(table, &token.tenant_id, &token.user_id, &token.session_id)
         .await?

@@ -54,6 +54,7 @@ pub async fn create(req: Request, ctx: &AppContext) -> HandlerResult {
         currency: currency.as_str().to_owned(),
         created_at: rfc3339(ctx.clock.now()),
     };
+    crate::http::record_tenant(&req, &tenant.id);
     let owner = new_user(ctx, &tenant.id, &email, &owner_name, &password, Role::Owner).await?;
     let (session, tokens) = start_session(ctx, &req, &owner)?;
     let alongside = users::Alongside {
