@@ -459,39 +459,16 @@ async fn health_is_503_degraded_when_the_table_cannot_be_read() {
     assert_eq!(health["checks"]["table"], "error");
 }
 
-/// A `MakeWriter` that keeps every log line in memory, for tests that read the logs.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Captured {
-    type Writer = Self;
-    fn make_writer(&'w self) -> Self {
-        self.clone()
-    }
-}
-
-impl Captured {
-    fn lines(&self) -> Vec<serde_json::Value> {
-        String::from_utf8(self.0.lock().unwrap().clone())
-            .unwrap()
-            .lines()
-            .map(|line| serde_json::from_str(line).expect("every log line is JSON"))
-            .collect()
-    }
-}
-
+/// The log test's requests, run in a child copy of this test binary (see below) so that its
+/// subscriber is the process's only one: tracing caches which call sites are enabled
+/// process-wide, and a subscriber scoped to one test thread races the other tests for it.
 #[tokio::test]
-async fn a_signed_in_request_logs_json_lines_naming_its_request_function_and_tenant() {
+async fn log_writer() {
+    if std::env::var_os("STOREFRONT_LOG_CHILD").is_none() {
+        return;
+    }
+    tracing::subscriber::set_global_default(storefront::telemetry::subscriber(std::io::stdout))
+        .expect("the only subscriber");
     let (embedded, _dir) = helpers::embedded(helpers::system_clock());
     let ctx = &embedded.ctx;
     let shop = dispatch(
@@ -507,30 +484,12 @@ async fn a_signed_in_request_logs_json_lines_naming_its_request_function_and_ten
     .await;
     assert_eq!(shop.status(), 201);
     let shop = body(&shop);
-    let token = shop["tokens"]["access_token"].as_str().unwrap();
-
-    let logs = Captured::default();
-    let _installed =
-        tracing::subscriber::set_default(storefront::telemetry::subscriber(logs.clone()));
     let mut me = request("GET", "/v1/me", None, "");
+    let token = shop["tokens"]["access_token"].as_str().unwrap();
     me.headers_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     let response = dispatch(ctx, storefront::routes::ROUTES, me).await;
     assert_eq!(response.status(), 200);
-    let request_id = response.headers()["x-request-id"].to_str().unwrap();
-
-    let lines = logs.lines();
-    let served = lines
-        .iter()
-        .find(|line| line["fields"]["message"] == "request served")
-        .unwrap_or_else(|| panic!("no `request served` line in {lines:?}"));
-    assert_eq!(served["fields"]["status"], 200);
-    let request_span = &served["spans"][0];
-    assert_eq!(request_span["name"], "request");
-    assert_eq!(request_span["request_id"], request_id);
-    assert_eq!(request_span["function"], "me");
-    assert_eq!(request_span["tenant_id"], shop["tenant"]["id"]);
-
     // A sign-in names the shop it signs in to, before anyone is authenticated.
     let login = format!(
         r#"{{"tenant_id":{},"email":"ada@example.com","password":"wrong password"}}"#,
@@ -543,12 +502,53 @@ async fn a_signed_in_request_logs_json_lines_naming_its_request_function_and_ten
     )
     .await;
     assert_eq!(refused.status(), 401);
-    let lines = logs.lines();
-    let served = lines
-        .iter()
-        .rfind(|line| line["fields"]["message"] == "request served")
+    let expected = serde_json::json!({"expected": {
+        "tenant_id": shop["tenant"]["id"],
+        "me_request_id": response.headers()["x-request-id"].to_str().unwrap(),
+    }});
+    println!("{expected}");
+}
+
+#[test]
+fn a_signed_in_request_logs_json_lines_naming_its_request_function_and_tenant() {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "http_edge::log_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("STOREFRONT_LOG_CHILD", "1")
+        .env("RUST_LOG", "info")
+        .output()
         .unwrap();
-    assert_eq!(served["fields"]["status"], 401);
-    assert_eq!(served["spans"][0]["function"], "auth-login");
-    assert_eq!(served["spans"][0]["tenant_id"], shop["tenant"]["id"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    // libtest may print its own words before the first line: read from each line's `{`.
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str(&line[line.find('{')?..]).ok())
+        .collect();
+    let expected = lines
+        .iter()
+        .find_map(|line| line.get("expected"))
+        .unwrap_or_else(|| panic!("the child printed what to expect: {stdout}"));
+    let served: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|line| line["fields"]["message"] == "request served")
+        .collect();
+    assert_eq!(served.len(), 3, "one line per request: {stdout}");
+
+    let me = &served[1];
+    assert_eq!(me["fields"]["status"], 200);
+    let request_span = &me["spans"][0];
+    assert_eq!(request_span["name"], "request");
+    assert_eq!(request_span["request_id"], expected["me_request_id"]);
+    assert_eq!(request_span["function"], "me");
+    assert_eq!(request_span["tenant_id"], expected["tenant_id"]);
+
+    let login = &served[2];
+    assert_eq!(login["fields"]["status"], 401);
+    assert_eq!(login["spans"][0]["function"], "auth-login");
+    assert_eq!(login["spans"][0]["tenant_id"], expected["tenant_id"]);
 }
