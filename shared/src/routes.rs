@@ -69,23 +69,33 @@ pub const UNMATCHED: &str = "not-found";
 /// answering 404. A request reaches that function only when API Gateway matched none of
 /// these routes, so a path that matches under other methods gets its 405, and one that
 /// matches nothing its 404; none of them runs another function's handler.
+///
+/// `$default` also catches `OPTIONS` (AWS's CORS guide says so), so every path answers a
+/// preflight with 204: API Gateway adds the CORS headers its configuration names to an
+/// integration's response, and a browser refuses any preflight that is not a 2xx.
 pub fn unmatched() -> Vec<Route> {
+    let paths: std::collections::BTreeSet<&'static str> = ROUTES.iter().map(|r| r.path).collect();
+    let preflights = paths.into_iter().map(|path| Route {
+        method: Method::OPTIONS,
+        path,
+        function: UNMATCHED,
+        handler: |_, _| Box::pin(async { Ok(crate::http::no_content()) }),
+    });
     ROUTES
         .iter()
         .map(|route| Route {
             method: route.method.clone(),
             path: route.path,
             function: UNMATCHED,
-            handler: |req, _| {
-                Box::pin(async move {
-                    Err(ApiError::not_found(format!(
-                        "No route matches {}.",
-                        req.uri().path()
-                    )))
-                })
-            },
+            handler: |req, _| Box::pin(async move { Err(no_route(req.uri().path())) }),
         })
+        .chain(preflights)
         .collect()
+}
+
+/// The 404 of a path no route matches.
+fn no_route(path: &str) -> ApiError {
+    ApiError::not_found(format!("No route matches {path}."))
 }
 
 /// The routes one Lambda function serves.
@@ -143,7 +153,7 @@ where
         }
     }
     if allow.is_empty() {
-        Err(ApiError::not_found(format!("No route matches {path}.")))
+        Err(no_route(path))
     } else {
         Err(ApiError::MethodNotAllowed { allow })
     }
@@ -177,10 +187,19 @@ mod tests {
     #[test]
     fn the_unmatched_table_answers_405_for_a_path_of_other_methods_and_404_otherwise() {
         let unmatched = unmatched();
-        assert_eq!(unmatched.len(), ROUTES.len());
         match find(&unmatched, &Method::DELETE, "/health").unwrap_err() {
-            ApiError::MethodNotAllowed { allow } => assert_eq!(allow, vec![Method::GET]),
+            ApiError::MethodNotAllowed { allow } => {
+                assert_eq!(allow, vec![Method::GET, Method::OPTIONS])
+            }
             other => panic!("expected 405, got {other:?}"),
+        }
+        for route in ROUTES {
+            let (found, _) = find(&unmatched, &Method::OPTIONS, route.path).unwrap();
+            assert_eq!(
+                found.method,
+                Method::OPTIONS,
+                "{route:?} answers its preflight"
+            );
         }
         assert_eq!(
             find(&unmatched, &Method::GET, "/v1/nowhere")

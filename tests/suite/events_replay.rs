@@ -31,6 +31,7 @@ fn expected(file: &str) -> Option<Expect> {
         "health.json" | "jwks.json" => Expect::Status(200),
         "not-found.json" => Expect::Status(404),
         "not-found.wrong-method.json" => Expect::Status(405),
+        "not-found.preflight.json" => Expect::Status(204),
         "tenants-create.json" => Expect::Status(201),
         "auth-signup.json" => Expect::Status(404),
         "auth-login.json"

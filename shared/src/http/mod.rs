@@ -75,7 +75,9 @@ pub async fn dispatch<R: Borrow<Route> + Sync>(
         request_id = %request_id,
         method = %req.method(),
         path = %req.uri().path(),
-        function = tracing::field::Empty,
+        // The process's name until a route names its function: a request no route
+        // matches is still logged under the function that answered it.
+        function = crate::telemetry::function(),
         tenant_id = tracing::field::Empty,
     );
     req.extensions_mut().insert(RequestSpan(span.clone()));
