@@ -52,7 +52,8 @@ impl Role {
     }
 }
 
-/// A password as typed: 8 to 128 characters (Unicode counts characters, not bytes). It is
+/// A password: 8 to 128 characters (Unicode counts characters, not bytes), counted and kept
+/// in normalisation form NFKC, the form that is hashed ([`crate::auth::passwords`]). It is
 /// never logged: `Debug` shows nothing of it.
 #[derive(Clone)]
 pub struct Password(SecretString);
@@ -68,7 +69,10 @@ impl Password {
     pub const MAX_CHARS: usize = 128;
 
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        let chars = raw.chars().count();
+        use unicode_normalization::UnicodeNormalization as _;
+        // Counted as it will be hashed: "e" + a combining accent is one character.
+        let normalised = zeroize::Zeroizing::new(raw.nfkc().collect::<String>());
+        let chars = normalised.chars().count();
         if chars < Self::MIN_CHARS {
             return Err(Invalid(format!(
                 "must be at least {} characters",
@@ -81,7 +85,7 @@ impl Password {
                 Self::MAX_CHARS
             )));
         }
-        Ok(Self(SecretString::from(raw.to_owned())))
+        Ok(Self(SecretString::from(normalised.as_str().to_owned())))
     }
 
     pub fn expose(&self) -> &str {
