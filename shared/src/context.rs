@@ -236,9 +236,10 @@ fn load_or_create<T>(
     Ok(value)
 }
 
-/// Writes a file readable by its owner only (keys), whole or not at all: the bytes go to a
-/// temporary file that is synced and then renamed into place, so a crash half-way leaves no
-/// truncated key to stop the next start.
+/// Writes a new file readable by its owner only (keys), whole or not at all: the bytes go
+/// to a temporary file that is synced and then linked into place, so a crash half-way
+/// leaves no truncated key to stop the next start. Like `create_new`, it refuses to
+/// replace a file that exists: a key is never overwritten.
 #[cfg(unix)]
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
@@ -253,8 +254,11 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .open(&partial)?;
     file.write_all(bytes)?;
     file.sync_all()?;
-    std::fs::rename(&partial, path)?;
-    // The rename is durable once the directory holding it is.
+    // A hard link fails if `path` exists, where a rename would silently replace it.
+    let linked = std::fs::hard_link(&partial, path);
+    let _ = std::fs::remove_file(&partial);
+    linked?;
+    // The link is durable once the directory holding it is.
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => std::fs::File::open(dir)?.sync_all(),
         _ => Ok(()),
