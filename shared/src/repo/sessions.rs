@@ -2,9 +2,10 @@
 //!
 //! The session stores the hash of its current refresh token. Every refresh swaps it under a
 //! condition on the old one, so one token can be spent once, and in the same transaction
-//! writes the spent hash as an item of its own (`SPENT#<sid>#<hash>`, kept as long as an
-//! idle session): every token a session ever spent is recognised, not just the latest
-//! few, and a spent token presented again revokes (deletes) the whole session.
+//! writes the spent hash as an item of its own (`SPENT#<sid>#<hash>`, kept for
+//! [`IDLE_SECONDS`], as long as an unused session lives): every token a session spent in
+//! that time is recognised, not just the latest few, and a spent token presented again
+//! revokes (deletes) the whole session.
 
 use serde::{Deserialize, Serialize};
 
