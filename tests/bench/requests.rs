@@ -2,10 +2,8 @@
 //! each API operation makes (each one a DynamoDB request on AWS: GetItem, PutItem,
 //! UpdateItem, DeleteItem, Query or TransactWriteItems), counted by wrapping the store.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use http::Method;
 use serde_json::{json, Value};
 use storefront::clock::SystemClock;
@@ -17,14 +15,23 @@ use storefront::jobs::outbox;
 use storefront::jobs::worker::Job;
 use storefront::repo::idempotency::{begin, Begin, IdempotencyKey, Scope, StoredResponse};
 use storefront::routes::ROUTES;
-use storefront::store::{Condition, Item, Key, Page, Query, StoreError, Table, TxOp, UpdateOp};
+use storefront_tests::recording::Recording;
 
-/// A table that counts the requests made through it.
-struct Counting {
-    inner: Arc<dyn Table>,
-    calls: [AtomicUsize; 6],
+/// The API calls recorded since the last row, as the table's "of which" column.
+fn counted(recording: &Recording) -> String {
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    let requests = recording.take();
+    for request in &requests {
+        *counts.entry(request.api).or_default() += 1;
+    }
+    let parts: Vec<String> = NAMES
+        .iter()
+        .filter_map(|name| counts.get(name).map(|n| format!("{n} {name}")))
+        .collect();
+    format!("{} | {}", requests.len(), parts.join(", "))
 }
 
+/// The order the calls are listed in.
 const NAMES: [&str; 6] = [
     "GetItem",
     "PutItem",
@@ -33,64 +40,6 @@ const NAMES: [&str; 6] = [
     "Query",
     "TransactWriteItems",
 ];
-
-impl Counting {
-    fn count(&self, i: usize) {
-        self.calls[i].fetch_add(1, Ordering::SeqCst);
-    }
-    fn take(&self) -> String {
-        let counts: Vec<usize> = self
-            .calls
-            .iter()
-            .map(|c| c.swap(0, Ordering::SeqCst))
-            .collect();
-        let total: usize = counts.iter().sum();
-        let parts: Vec<String> = counts
-            .iter()
-            .zip(NAMES)
-            .filter(|(n, _)| **n > 0)
-            .map(|(n, name)| format!("{n} {name}"))
-            .collect();
-        format!("{total} | {}", parts.join(", "))
-    }
-}
-
-#[async_trait]
-impl Table for Counting {
-    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
-        self.count(0);
-        self.inner.get(key).await
-    }
-    async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError> {
-        self.count(1);
-        self.inner.put(item, condition).await
-    }
-    async fn update(
-        &self,
-        key: &Key,
-        ops: Vec<UpdateOp>,
-        condition: Option<Condition>,
-    ) -> Result<Item, StoreError> {
-        self.count(2);
-        self.inner.update(key, ops, condition).await
-    }
-    async fn delete(
-        &self,
-        key: &Key,
-        condition: Option<Condition>,
-    ) -> Result<Option<Item>, StoreError> {
-        self.count(3);
-        self.inner.delete(key, condition).await
-    }
-    async fn query(&self, query: Query) -> Result<Page, StoreError> {
-        self.count(4);
-        self.inner.query(query).await
-    }
-    async fn transact(&self, ops: Vec<TxOp>) -> Result<(), StoreError> {
-        self.count(5);
-        self.inner.transact(ops).await
-    }
-}
 
 async fn call(
     ctx: &AppContext,
@@ -129,15 +78,12 @@ async fn main() -> anyhow::Result<()> {
         RateLimits::default(),
         Arc::new(SystemClock),
     )?;
-    let counting = Arc::new(Counting {
-        inner: embedded.ctx.table.clone(),
-        calls: Default::default(),
-    });
+    let recording = Arc::new(Recording::new(embedded.ctx.table.clone()));
     let mut ctx = embedded.ctx.clone();
-    ctx.table = counting.clone();
+    ctx.table = recording.clone();
     let mut rows = Vec::new();
     let mut row = |name: &str, status: &dyn std::fmt::Display| {
-        rows.push(format!("| {name} | {status} | {} |", counting.take()))
+        rows.push(format!("| {name} | {status} | {} |", counted(&recording)))
     };
 
     let (s, shop) = call(&ctx, Method::POST, "/v1/tenants", None, Some(json!({"name": "Shop", "owner": {"email": "o@example.com", "password": "correct horse battery", "name": "O"}}))).await;

@@ -4,9 +4,8 @@
 //! resource (table or index) and partition it touches; each must be allowed by a statement
 //! of that function's policy, `dynamodb:LeadingKeys` conditions included.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use http::Method;
 use serde_json::{json, Value};
 use serde_norway::Value as Yaml;
@@ -14,88 +13,16 @@ use storefront::context::AppContext;
 use storefront::jobs::outbox;
 use storefront::jobs::worker::Job;
 use storefront::routes;
-use storefront::store::{
-    Condition, Index, Item, Key, Page, Query, StoreError, Table, TxOp, UpdateOp,
-};
+use storefront::store::{Item, Key};
+use storefront_tests::recording::{Recording, Touch};
 
 use crate::helpers;
 
-/// One table request as IAM sees it.
+/// One table request's item as IAM sees it, and the function that asked.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Request {
     function: String,
-    action: &'static str,
-    /// `table`, or `table/index/<name>`.
-    resource: &'static str,
-    partition: String,
-}
-
-/// A table that records each request, labelled with the function making it.
-struct Recording {
-    inner: Arc<dyn Table>,
-    function: Mutex<String>,
-    seen: Mutex<Vec<Request>>,
-}
-
-impl Recording {
-    fn record(&self, action: &'static str, resource: &'static str, partition: &str) {
-        let function = self.function.lock().unwrap().clone();
-        self.seen.lock().unwrap().push(Request {
-            function,
-            action,
-            resource,
-            partition: partition.to_owned(),
-        });
-    }
-}
-
-#[async_trait]
-impl Table for Recording {
-    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
-        self.record("GetItem", "table", &key.pk);
-        self.inner.get(key).await
-    }
-    async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError> {
-        self.record("PutItem", "table", &item.key()?.pk);
-        self.inner.put(item, condition).await
-    }
-    async fn update(
-        &self,
-        key: &Key,
-        ops: Vec<UpdateOp>,
-        condition: Option<Condition>,
-    ) -> Result<Item, StoreError> {
-        self.record("UpdateItem", "table", &key.pk);
-        self.inner.update(key, ops, condition).await
-    }
-    async fn delete(
-        &self,
-        key: &Key,
-        condition: Option<Condition>,
-    ) -> Result<Option<Item>, StoreError> {
-        self.record("DeleteItem", "table", &key.pk);
-        self.inner.delete(key, condition).await
-    }
-    async fn query(&self, query: Query) -> Result<Page, StoreError> {
-        let resource = match query.index {
-            Index::Primary => "table",
-            Index::Gsi1 => "table/index/gsi1",
-        };
-        self.record("Query", resource, &query.partition);
-        self.inner.query(query).await
-    }
-    async fn transact(&self, ops: Vec<TxOp>) -> Result<(), StoreError> {
-        for op in &ops {
-            let action = match op {
-                TxOp::Put { .. } => "PutItem",
-                TxOp::Update { .. } => "UpdateItem",
-                TxOp::Delete { .. } => "DeleteItem",
-                TxOp::Check { .. } => "ConditionCheckItem",
-            };
-            self.record(action, "table", &op.key()?.pk);
-        }
-        self.inner.transact(ops).await
-    }
+    touch: Touch,
 }
 
 /// Runs requests as one function at a time, over the recording store.
@@ -106,7 +33,7 @@ struct Harness {
 
 impl Harness {
     fn as_function(&self, function: &str) {
-        *self.recording.function.lock().unwrap() = function.to_owned();
+        self.recording.label(function);
     }
 
     /// Sends a request to `function` (only its own routes, as on Lambda) and checks the status.
@@ -139,11 +66,7 @@ impl Harness {
 /// The table requests of every function's flows: success and refusal paths alike.
 async fn requests_of_every_flow() -> Vec<Request> {
     let (embedded, _dir) = helpers::embedded(helpers::system_clock());
-    let recording = Arc::new(Recording {
-        inner: embedded.ctx.table.clone(),
-        function: Mutex::new(String::new()),
-        seen: Mutex::new(Vec::new()),
-    });
+    let recording = Arc::new(Recording::new(embedded.ctx.table.clone()));
     let mut ctx = embedded.ctx.clone();
     ctx.table = recording.clone();
     let h = Harness {
@@ -176,24 +99,21 @@ async fn requests_of_every_flow() -> Vec<Request> {
     let tenant = shop["tenant"]["id"].as_str().unwrap().to_owned();
     let owner = shop["tokens"]["access_token"].as_str().unwrap().to_owned();
     let owner = owner.as_str();
-    h.call(
-        "auth-signup",
-        Method::POST,
-        "/v1/auth/signup",
-        None,
-        Some(json!({"tenant_id": tenant, "email": "bo@example.com", "password": password, "name": "Bo"})),
-        201,
-    )
-    .await;
-    h.call(
-        "auth-signup",
-        Method::POST,
-        "/v1/auth/signup",
-        None,
-        Some(json!({"tenant_id": tenant, "email": "bo@example.com", "password": password, "name": "Bo"})),
-        409,
-    )
-    .await;
+    let signup =
+        json!({"tenant_id": tenant, "email": "bo@example.com", "password": password, "name": "Bo"});
+    // A new account, then the same email again (refused by the email lock).
+    for status in [201, 409] {
+        let body = Some(signup.clone());
+        h.call(
+            "auth-signup",
+            Method::POST,
+            "/v1/auth/signup",
+            None,
+            body,
+            status,
+        )
+        .await;
+    }
     let login = |password: &str| json!({"tenant_id": tenant, "email": "ada@example.com", "password": password});
     h.call(
         "auth-login",
@@ -388,8 +308,17 @@ async fn requests_of_every_flow() -> Vec<Request> {
         .unwrap();
     assert_eq!(sent, 1);
 
-    let seen = recording.seen.lock().unwrap().clone();
-    seen
+    recording
+        .take()
+        .into_iter()
+        .flat_map(|request| {
+            let function = request.label;
+            request.items.into_iter().map(move |touch| Request {
+                function: function.clone(),
+                touch,
+            })
+        })
+        .collect()
 }
 
 /// The text of a resource as the template writes it (`!GetAtt Table.Arn`,
@@ -467,8 +396,8 @@ fn statements_of(template: &Yaml, function: &str) -> Vec<Yaml> {
         .collect()
 }
 
-fn allows(statement: &Yaml, request: &Request) -> bool {
-    let action = format!("dynamodb:{}", request.action);
+fn allows(statement: &Yaml, touch: &Touch) -> bool {
+    let action = format!("dynamodb:{}", touch.action);
     let resources: Vec<String> = match &statement["Resource"] {
         Yaml::Sequence(all) => all.iter().filter_map(resource_name).collect(),
         one => resource_name(one).into_iter().collect(),
@@ -476,8 +405,8 @@ fn allows(statement: &Yaml, request: &Request) -> bool {
     let leading_keys =
         strings(&statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]);
     strings(&statement["Action"]).contains(&action)
-        && resources.iter().any(|r| r == request.resource)
-        && (leading_keys.is_empty() || leading_keys.iter().any(|p| like(p, &request.partition)))
+        && resources.iter().any(|r| r == touch.resource)
+        && (leading_keys.is_empty() || leading_keys.iter().any(|p| like(p, &touch.partition)))
 }
 
 #[tokio::test]
@@ -509,12 +438,12 @@ async fn every_table_request_a_function_makes_is_granted_by_its_own_policy() {
         .filter(|request| {
             !statements_of(&template, &request.function)
                 .iter()
-                .any(|s| allows(s, request))
+                .any(|s| allows(s, &request.touch))
         })
         .map(|r| {
             format!(
                 "{} needs {} on {} ({})",
-                r.function, r.action, r.resource, r.partition
+                r.function, r.touch.action, r.touch.resource, r.touch.partition
             )
         })
         .collect();
@@ -538,8 +467,7 @@ Condition:
 "#,
     )
     .unwrap();
-    let request = |action, partition: &str| Request {
-        function: "outbox-relay".into(),
+    let request = |action, partition: &str| Touch {
         action,
         resource: "table",
         partition: partition.into(),
@@ -549,7 +477,7 @@ Condition:
     assert!(!allows(&statement, &request("PutItem", "OUTBOX#3")));
     assert!(!allows(
         &statement,
-        &Request {
+        &Touch {
             resource: "table/index/gsi1",
             ..request("Query", "OUTBOX#3")
         }
