@@ -107,7 +107,7 @@ fn moto_command() -> PathBuf {
         return PathBuf::from(path);
     }
     let venv = std::env::var_os("HOME")
-        .map(|home| PathBuf::from(home).join(".cache/storefront/venv/bin/moto_server"));
+        .map(|home| PathBuf::from(home).join(".cache/storefront/venv/bin/storefront-moto-server"));
     match venv {
         Some(path) if path.exists() => path,
         _ => PathBuf::from("moto_server"),

@@ -208,6 +208,7 @@ conformance!(embedded, dynamo;
     the_sixth_login_attempt_in_a_minute_is_429_per_account_and_per_ip,
     a_refresh_spends_its_token_and_reusing_a_spent_one_revokes_the_session,
     a_token_spent_sixty_refreshes_ago_still_revokes_the_session,
+    two_concurrent_refreshes_of_one_token_end_the_session,
     logout_and_revoking_a_session_stop_its_refresh_token,
     sessions_are_listed_newest_first_with_the_current_one_marked,
     owners_and_admins_manage_members_within_the_role_rules,
@@ -630,14 +631,6 @@ async fn a_token_spent_sixty_refreshes_ago_still_revokes_the_session(api: Api) {
         401,
         "the oldest token's reuse ended the session"
     );
-}
-
-/// On the embedded store only: moto's server applies two concurrent transactions with the
-/// same condition without serialising them (under load both pass it, seen in 3 of 12
-/// loaded runs), which DynamoDB never does, so there the test would measure moto.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_concurrent_refreshes_of_one_token_end_the_session_on_the_embedded_store() {
-    two_concurrent_refreshes_of_one_token_end_the_session(embedded().await).await
 }
 
 async fn two_concurrent_refreshes_of_one_token_end_the_session(api: Api) {
