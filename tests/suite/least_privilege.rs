@@ -114,26 +114,24 @@ async fn requests_of_every_flow() -> Vec<Request> {
         )
         .await;
     }
-    let login = |password: &str| json!({"tenant_id": tenant, "email": "ada@example.com", "password": password});
-    h.call(
-        "auth-login",
-        Method::POST,
-        "/v1/auth/login",
-        None,
-        Some(login("wrong password!")),
-        401,
-    )
-    .await;
-    let phone = h
-        .call(
-            "auth-login",
-            Method::POST,
-            "/v1/auth/login",
-            None,
-            Some(login(password)),
-            200,
-        )
-        .await;
+    let login = |password: &'static str, status| {
+        let (h, tenant) = (&h, &tenant);
+        async move {
+            let body =
+                json!({"tenant_id": tenant, "email": "ada@example.com", "password": password});
+            h.call(
+                "auth-login",
+                Method::POST,
+                "/v1/auth/login",
+                None,
+                Some(body),
+                status,
+            )
+            .await
+        }
+    };
+    login("wrong password!", 401).await;
+    let phone = login(password, 200).await;
     let refresh = |token: Value, status| {
         let h = &h;
         async move {
@@ -215,16 +213,7 @@ async fn requests_of_every_flow() -> Vec<Request> {
         204,
     )
     .await;
-    let second = h
-        .call(
-            "auth-login",
-            Method::POST,
-            "/v1/auth/login",
-            None,
-            Some(login(password)),
-            200,
-        )
-        .await;
+    let second = login(password, 200).await;
     let sessions = h
         .call(
             "sessions-list",
