@@ -20,7 +20,8 @@ use storefront::blobs::embedded::{PresignRefusal, ROUTE_PREFIX};
 use storefront::clock::SystemClock;
 use storefront::config::RateLimits;
 use storefront::context::{AppContext, Embedded};
-use storefront::http::{dispatch, refuse, ApiError, ClientIp, MAX_BODY_BYTES};
+use storefront::edge::dispatch;
+use storefront::http::{refuse, ApiError, ClientIp, MAX_BODY_BYTES};
 use storefront::jobs::worker::Dispatcher;
 use storefront::routes::ROUTES;
 use tokio::net::TcpListener;
@@ -156,6 +157,7 @@ impl Server {
             )?,
         };
         embedded.ctx.payment_webhook_secret = Some(payment_secret);
+        embedded.ctx.session_lifetime = storefront::config::session_lifetime()?;
         let (stop, stopped) = watch::channel(false);
         let worker = tokio::spawn(storefront::jobs::run_queue(
             embedded.ctx.clone(),

@@ -13,6 +13,8 @@ pub struct AwsConfig {
     /// `STOREFRONT_BUCKET`: the uploads bucket, for functions that touch blobs.
     pub bucket: Option<String>,
     pub limits: RateLimits,
+    /// `STOREFRONT_SESSION_LIFETIME_S`: see [`session_lifetime`].
+    pub session_lifetime: chrono::Duration,
 }
 
 /// Requests allowed per minute, shared by every instance through the table.
@@ -85,6 +87,29 @@ impl RateLimits {
     }
 }
 
+/// How long a session may live from sign-in, however often it is refreshed, unless
+/// `STOREFRONT_SESSION_LIFETIME_S` says otherwise: 90 days.
+pub const DEFAULT_SESSION_LIFETIME_S: i64 = 90 * 24 * 3600;
+
+/// `STOREFRONT_SESSION_LIFETIME_S`: seconds from sign-in after which a session ends.
+pub fn session_lifetime() -> Result<chrono::Duration, ConfigError> {
+    let name = "STOREFRONT_SESSION_LIFETIME_S";
+    match optional(name) {
+        None => Ok(chrono::Duration::seconds(DEFAULT_SESSION_LIFETIME_S)),
+        Some(value) => value
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|s| (60..=10 * 365 * 24 * 3600).contains(s))
+            .map(chrono::Duration::seconds)
+            .ok_or(ConfigError::Malformed {
+                name,
+                value,
+                expected: "a whole number of seconds from 60 to ten years",
+            }),
+    }
+}
+
 impl AwsConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
@@ -92,6 +117,7 @@ impl AwsConfig {
             queue_url: optional("STOREFRONT_QUEUE_URL"),
             bucket: optional("STOREFRONT_BUCKET"),
             limits: RateLimits::from_env()?,
+            session_lifetime: session_lifetime()?,
         })
     }
 }

@@ -43,6 +43,8 @@ pub struct AppContext {
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdGenerator>,
     pub limits: RateLimits,
+    /// How long a session lives from sign-in, however often it is refreshed.
+    pub session_lifetime: chrono::Duration,
     /// The keys that verify access tokens (and sign them, in functions that issue them).
     pub keys: Arc<KeyRing>,
     /// The payment provider's webhook signing secret (`whsec_…`), where this process verifies
@@ -95,6 +97,7 @@ impl AppContext {
             started_at: clock.now(),
             clock,
             limits: config.limits,
+            session_lifetime: config.session_lifetime,
             keys: Arc::new(KeyRing::empty()),
             payment_webhook_secret: None,
         }
@@ -145,6 +148,7 @@ impl AppContext {
             started_at: clock.now(),
             clock,
             limits,
+            session_lifetime: chrono::Duration::seconds(crate::config::DEFAULT_SESSION_LIFETIME_S),
         };
         Ok(Embedded {
             ctx,

@@ -36,13 +36,13 @@ pub async fn serve_unmatched(ctx: AppContext) -> Result<(), Error> {
 
 async fn serve_routes<R>(ctx: AppContext, routes: Vec<R>) -> Result<(), Error>
 where
-    R: std::borrow::Borrow<routes::Route> + Send + Sync + 'static,
+    R: std::borrow::Borrow<crate::http::router::Route> + Send + Sync + 'static,
 {
     let ctx = Arc::new(ctx);
     let routes: Arc<[R]> = routes.into();
     lambda_http::run(lambda_http::service_fn(move |req| {
         let (ctx, routes) = (ctx.clone(), routes.clone());
-        async move { Ok::<_, std::convert::Infallible>(crate::http::dispatch(&ctx, &routes, req).await) }
+        async move { Ok::<_, std::convert::Infallible>(crate::edge::dispatch(&ctx, &routes, req).await) }
     }))
     .await
 }

@@ -6,15 +6,20 @@
 //! - [`domain`]: types that can only be built valid (`Email`, `Password`, `Role`, …); no I/O.
 //! - [`store`], [`queue`], [`blobs`]: the ports (traits) and their adapters, one file each:
 //!   `embedded.rs` for the local server and tests, `dynamo.rs`/`sqs.rs`/`s3.rs` for AWS.
-//! - [`config`] and [`context`]: typed configuration read once at start, and the
-//!   [`context::AppContext`] every handler receives (the composition root).
-//! - [`http`]: the edge shared by Lambda and the local server: errors as RFC 9457 problems,
-//!   request ids, body limits, JSON parsing, and [`http::dispatch`].
 //! - [`repo`]: one file per aggregate: its keys, items and transactions over the `Table`
 //!   port, plus the shared rate limiter and idempotency store (`Idempotency-Key`, with its
-//!   HTTP side in [`http::idempotency`]).
-//! - [`auth`]: passwords, signed tokens, API keys, and the `Caller` every handler asks for.
-//! - [`handlers`]: one file per resource, each an `async fn(Request, &AppContext)`.
+//!   HTTP side in [`http::idempotency`]). It knows nothing of HTTP or the context.
+//! - [`config`] and [`context`]: typed configuration read once at start, and the
+//!   [`context::AppContext`] every handler receives (the composition root).
+//! - [`http`]: HTTP helpers shared by Lambda and the local server: errors as RFC 9457
+//!   problems, request ids, JSON parsing, paging, and the router's types ([`http::router`]:
+//!   a route, who may call it, matching).
+//! - [`auth`]: passwords, signed tokens, API keys, and admitting a request's caller
+//!   ([`auth::admit`]) as its route's declared access asks.
+//! - [`edge`]: [`edge::dispatch`], the one path a request takes: request id, body limit,
+//!   route, access check, handler, problem+json.
+//! - [`handlers`]: one file per resource, each an `async fn(Request, &AppContext)`, with the
+//!   admitted `Caller` as a third argument on routes for callers.
 //! - [`routes`]: the one route table; the local router, `template.yaml` and `openapi.yaml`
 //!   are checked against it.
 //! - [`jobs`]: the SQS batch handler, the workers it runs, and the transactional outbox whose
@@ -30,6 +35,7 @@ pub mod config;
 pub mod context;
 pub mod crypto;
 pub mod domain;
+pub mod edge;
 pub mod handlers;
 pub mod http;
 pub mod ids;

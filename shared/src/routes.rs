@@ -1,62 +1,61 @@
-//! The one route table: every HTTP route, its handler and the Lambda function that serves it.
+//! The one route table: every HTTP route, who may call it, its handler and the Lambda
+//! function that serves it.
 //!
 //! The local server routes with this table, each Lambda binary serves its own rows of it,
-//! and a test holds `template.yaml` and `openapi.yaml` to it, so the four never drift.
+//! the edge (`crate::edge`) checks each row's access before its handler runs, and a test
+//! holds `template.yaml` and `openapi.yaml` (paths and `security`) to it, so none drift.
 
 use http::Method;
-use lambda_http::BoxFuture;
 
-use crate::context::AppContext;
+use crate::domain::Role;
 use crate::handlers;
-use crate::http::{ApiError, HandlerResult, Request};
+use crate::http::router::{no_route, Access, Route};
 
-/// A handler as the table stores it: a plain async function, boxed.
-pub type Handler = for<'a> fn(Request, &'a AppContext) -> BoxFuture<'a, HandlerResult>;
+pub use crate::http::router::find;
 
-pub struct Route {
-    pub method: Method,
-    /// The path as API Gateway writes it, with `{name}` for a parameter.
-    pub path: &'static str,
-    /// The Lambda function (and `functions/<name>` crate) that serves it.
-    pub function: &'static str,
-    pub handler: Handler,
-}
-
-impl std::fmt::Debug for Route {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {} -> {}", self.method, self.path, self.function)
-    }
-}
-
+/// `route!(METHOD "path" => "function", who, handler)`, where `who` is `anyone`, `token`,
+/// `session` or `role(Role::…)`: the access the edge checks before `handler` runs. A
+/// handler of a route for callers takes the admitted `Caller` as its third argument.
 macro_rules! route {
-    ($method:ident $path:literal => $function:literal, $handler:path) => {
-        Route {
-            method: Method::$method,
-            path: $path,
-            function: $function,
-            handler: |req, ctx| Box::pin($handler(req, ctx)),
-        }
+    ($method:ident $path:literal => $function:literal, anyone, $handler:path) => {
+        Route::anyone(Method::$method, $path, $function, |req, ctx| {
+            Box::pin($handler(req, ctx))
+        })
+    };
+    ($method:ident $path:literal => $function:literal, token, $handler:path) => {
+        route!(@caller $method $path, $function, Access::Token, $handler)
+    };
+    ($method:ident $path:literal => $function:literal, session, $handler:path) => {
+        route!(@caller $method $path, $function, Access::Session, $handler)
+    };
+    ($method:ident $path:literal => $function:literal, role($role:expr), $handler:path) => {
+        route!(@caller $method $path, $function, Access::Role($role), $handler)
+    };
+    (@caller $method:ident $path:literal, $function:literal, $access:expr, $handler:path) => {
+        Route::caller(Method::$method, $path, $function, $access, |req, ctx, caller| {
+            Box::pin($handler(req, ctx, caller))
+        })
     };
 }
 
 /// Every route of the API.
 pub static ROUTES: &[Route] = &[
-    route!(GET "/health" => "health", handlers::health::get),
-    route!(GET "/.well-known/jwks.json" => "jwks", handlers::jwks::get),
-    route!(POST "/v1/tenants" => "tenants-create", handlers::tenants::create),
-    route!(POST "/v1/auth/signup" => "auth-signup", handlers::auth::signup),
-    route!(POST "/v1/auth/login" => "auth-login", handlers::auth::login),
-    route!(POST "/v1/auth/refresh" => "auth-refresh", handlers::auth::refresh),
-    route!(POST "/v1/auth/logout" => "auth-logout", handlers::auth::logout),
-    route!(GET "/v1/me" => "me", handlers::me::get),
-    route!(GET "/v1/sessions" => "sessions-list", handlers::sessions::list),
-    route!(DELETE "/v1/sessions/{id}" => "sessions-revoke", handlers::sessions::revoke),
-    route!(POST "/v1/members" => "members-create", handlers::members::create),
-    route!(GET "/v1/members" => "members-list", handlers::members::list),
-    route!(PATCH "/v1/members/{id}" => "members-update", handlers::members::update),
-    route!(POST "/v1/api-keys" => "api-keys-create", handlers::api_keys::create),
-    route!(GET "/v1/api-keys" => "api-keys-list", handlers::api_keys::list),
-    route!(DELETE "/v1/api-keys/{id}" => "api-keys-revoke", handlers::api_keys::revoke),
+    route!(GET "/health" => "health", anyone, handlers::health::get),
+    route!(GET "/.well-known/jwks.json" => "jwks", anyone, handlers::jwks::get),
+    route!(POST "/v1/tenants" => "tenants-create", anyone, handlers::tenants::create),
+    route!(POST "/v1/auth/signup" => "auth-signup", anyone, handlers::auth::signup),
+    route!(POST "/v1/auth/login" => "auth-login", anyone, handlers::auth::login),
+    route!(POST "/v1/auth/refresh" => "auth-refresh", anyone, handlers::auth::refresh),
+    route!(POST "/v1/auth/logout" => "auth-logout", token, handlers::auth::logout),
+    route!(GET "/v1/me" => "me", token, handlers::me::get),
+    route!(GET "/v1/sessions" => "sessions-list", session, handlers::sessions::list),
+    route!(DELETE "/v1/sessions/{id}" => "sessions-revoke", session, handlers::sessions::revoke),
+    route!(POST "/v1/members" => "members-create", role(Role::Admin), handlers::members::create),
+    route!(GET "/v1/members" => "members-list", role(Role::Admin), handlers::members::list),
+    route!(PATCH "/v1/members/{id}" => "members-update", role(Role::Admin), handlers::members::update),
+    route!(POST "/v1/api-keys" => "api-keys-create", role(Role::Admin), handlers::api_keys::create),
+    route!(GET "/v1/api-keys" => "api-keys-list", role(Role::Admin), handlers::api_keys::list),
+    route!(DELETE "/v1/api-keys/{id}" => "api-keys-revoke", role(Role::Admin), handlers::api_keys::revoke),
 ];
 
 /// The Lambda function behind API Gateway's `$default` route, which receives every request
@@ -75,27 +74,20 @@ pub const UNMATCHED: &str = "not-found";
 /// integration's response, and a browser refuses any preflight that is not a 2xx.
 pub fn unmatched() -> Vec<Route> {
     let paths: std::collections::BTreeSet<&'static str> = ROUTES.iter().map(|r| r.path).collect();
-    let preflights = paths.into_iter().map(|path| Route {
-        method: Method::OPTIONS,
-        path,
-        function: UNMATCHED,
-        handler: |_, _| Box::pin(async { Ok(crate::http::no_content()) }),
+    let preflights = paths.into_iter().map(|path| {
+        Route::anyone(Method::OPTIONS, path, UNMATCHED, |_, _| {
+            Box::pin(async { Ok(crate::http::no_content()) })
+        })
     });
     ROUTES
         .iter()
-        .map(|route| Route {
-            method: route.method.clone(),
-            path: route.path,
-            function: UNMATCHED,
-            handler: |req, _| Box::pin(async move { Err(no_route(req.uri().path())) }),
+        .map(|route| {
+            Route::anyone(route.method.clone(), route.path, UNMATCHED, |req, _| {
+                Box::pin(async move { Err(no_route(req.uri().path())) })
+            })
         })
         .chain(preflights)
         .collect()
-}
-
-/// The 404 of a path no route matches.
-fn no_route(path: &str) -> ApiError {
-    ApiError::not_found(format!("No route matches {path}."))
 }
 
 /// The routes one Lambda function serves.
@@ -103,76 +95,10 @@ pub fn of_function(function: &str) -> Vec<&'static Route> {
     ROUTES.iter().filter(|r| r.function == function).collect()
 }
 
-/// Matches a concrete path against a pattern, returning the parameters it binds.
-pub fn match_path(pattern: &str, path: &str) -> Option<Vec<(String, String)>> {
-    let mut params = Vec::new();
-    let mut pattern_segments = pattern.split('/');
-    let mut path_segments = path.split('/');
-    loop {
-        match (pattern_segments.next(), path_segments.next()) {
-            (None, None) => return Some(params),
-            (Some(p), Some(s)) => {
-                if let Some(name) = p.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-                    if s.is_empty() {
-                        return None;
-                    }
-                    let value = percent_decode(s)?;
-                    params.push((name.to_owned(), value));
-                } else if p != s {
-                    return None;
-                }
-            }
-            _ => return None,
-        }
-    }
-}
-
-fn percent_decode(segment: &str) -> Option<String> {
-    url::form_urlencoded::parse(format!("v={}", segment.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-}
-
-/// Finds the route for a request: 404 when no path matches, 405 (with the methods that
-/// would) when the path matches under other methods only.
-pub fn find<'r, R>(
-    routes: &'r [R],
-    method: &Method,
-    path: &str,
-) -> Result<(&'r Route, std::collections::HashMap<String, String>), ApiError>
-where
-    R: std::borrow::Borrow<Route>,
-{
-    let mut allow = Vec::new();
-    for route in routes.iter().map(|r| r.borrow()) {
-        if let Some(params) = match_path(route.path, path) {
-            if route.method == method {
-                return Ok((route, params.into_iter().collect()));
-            }
-            allow.push(route.method.clone());
-        }
-    }
-    if allow.is_empty() {
-        Err(no_route(path))
-    } else {
-        Err(ApiError::MethodNotAllowed { allow })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_pattern_binds_its_parameters() {
-        assert_eq!(
-            match_path("/v1/products/{id}/images", "/v1/products/prod_1/images"),
-            Some(vec![("id".into(), "prod_1".into())])
-        );
-        assert_eq!(match_path("/v1/products/{id}", "/v1/products/"), None);
-        assert_eq!(match_path("/v1/products/{id}", "/v1/products/a/b"), None);
-        assert_eq!(match_path("/health", "/health"), Some(vec![]));
-    }
+    use crate::http::ApiError;
 
     #[test]
     fn an_unknown_path_is_404_and_a_wrong_method_is_405() {

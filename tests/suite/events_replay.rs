@@ -80,14 +80,14 @@ async fn every_sample_event_gets_its_expected_answer_from_its_handler() {
                 let req = lambda_http::request::from_str(&text)
                     .unwrap_or_else(|e| panic!("events/{file}: {e}"));
                 let response = if function == routes::UNMATCHED {
-                    storefront::http::dispatch(ctx, &routes::unmatched(), req).await
+                    storefront::edge::dispatch(ctx, &routes::unmatched(), req).await
                 } else {
                     let routes = routes::of_function(&function);
                     assert!(
                         !routes.is_empty(),
                         "events/{file}: no route is served by `{function}`"
                     );
-                    storefront::http::dispatch(ctx, &routes, req).await
+                    storefront::edge::dispatch(ctx, &routes, req).await
                 };
                 assert_eq!(
                     response.status().as_u16(),
@@ -147,7 +147,7 @@ async fn call(
     token: &str,
     body: Option<serde_json::Value>,
 ) -> serde_json::Value {
-    let response = storefront::http::dispatch(
+    let response = storefront::edge::dispatch(
         ctx,
         routes::ROUTES,
         helpers::api_request(method, path, Some(token), body),
@@ -170,7 +170,7 @@ async fn every_signed_in_sample_event_succeeds_with_a_live_token_and_live_ids() 
     let (embedded, _guard) = helpers::embedded(helpers::system_clock());
     let ctx = &embedded.ctx;
     let shop_event = std::fs::read_to_string(dir.join("tenants-create.json")).expect("event");
-    let shop = storefront::http::dispatch(
+    let shop = storefront::edge::dispatch(
         ctx,
         &routes::of_function("tenants-create"),
         lambda_http::request::from_str(&shop_event).expect("event parses"),
@@ -193,7 +193,7 @@ async fn every_signed_in_sample_event_succeeds_with_a_live_token_and_live_ids() 
     )
     .await;
     // A second device of the owner's, for the revocation event to end.
-    let phone = storefront::http::dispatch(
+    let phone = storefront::edge::dispatch(
         ctx,
         routes::ROUTES,
         http::Request::builder()
@@ -252,7 +252,7 @@ async fn every_signed_in_sample_event_succeeds_with_a_live_token_and_live_ids() 
             format!("Bearer {owner}").parse().expect("header"),
         );
         let function = file.trim_end_matches(".json");
-        let response = storefront::http::dispatch(ctx, &routes::of_function(function), req).await;
+        let response = storefront::edge::dispatch(ctx, &routes::of_function(function), req).await;
         assert_eq!(
             response.status().as_u16(),
             status,

@@ -7,8 +7,10 @@ use async_trait::async_trait;
 use http::Method;
 use serde::Deserialize;
 use storefront::context::AppContext;
-use storefront::http::{dispatch, json, parse_json, HandlerResult, Request};
-use storefront::routes::Route;
+use storefront::domain::Role;
+use storefront::edge::dispatch;
+use storefront::http::router::{Access, Route};
+use storefront::http::{json, parse_json, HandlerResult, Request};
 use storefront::store::{Condition, Item, Key, Page, Query, StoreError, Table, TxOp, UpdateOp};
 
 use crate::helpers::{self, LocalServer};
@@ -287,18 +289,18 @@ async fn explode(_req: Request, _ctx: &AppContext) -> HandlerResult {
 
 fn test_routes() -> Vec<Route> {
     vec![
-        Route {
-            method: Method::POST,
-            path: "/greet",
-            function: "test",
-            handler: |r, c| Box::pin(greet(r, c)),
-        },
-        Route {
-            method: Method::GET,
-            path: "/explode",
-            function: "test",
-            handler: |r, c| Box::pin(explode(r, c)),
-        },
+        Route::anyone(Method::POST, "/greet", "test", |r, c| Box::pin(greet(r, c))),
+        Route::anyone(Method::GET, "/explode", "test", |r, c| {
+            Box::pin(explode(r, c))
+        }),
+        // A guarded route whose handler must never run for a caller the edge refuses.
+        Route::caller(
+            Method::GET,
+            "/staff-only",
+            "test",
+            Access::Role(Role::Staff),
+            |r, c, _caller| Box::pin(explode(r, c)),
+        ),
     ]
 }
 
@@ -410,6 +412,188 @@ async fn a_panicking_handler_becomes_a_500_problem_and_the_process_keeps_serving
     )
     .await;
     assert_eq!(after.status(), 200);
+}
+
+#[tokio::test]
+async fn a_body_over_256_kib_is_a_413_problem_inside_the_dispatcher_lambda_runs() {
+    let (embedded, _dir) = helpers::embedded(helpers::system_clock());
+    let limit = storefront::http::MAX_BODY_BYTES;
+    let over = format!(r#"{{"name":"{}","times":1}}"#, "a".repeat(limit));
+    let response = dispatch(
+        &embedded.ctx,
+        &test_routes(),
+        request("POST", "/greet", Some("application/json"), &over),
+    )
+    .await;
+    assert_eq!(response.status(), 413);
+    assert_eq!(
+        body(&response)["type"],
+        "https://storefront.dev/problems/payload-too-large"
+    );
+    // At the limit exactly, the body reaches the handler.
+    let padding = limit - r#"{"name":"","times":1}"#.len();
+    let at = format!(r#"{{"name":"{}","times":1}}"#, "a".repeat(padding));
+    assert_eq!(at.len(), limit);
+    let response = dispatch(
+        &embedded.ctx,
+        &test_routes(),
+        request("POST", "/greet", Some("application/json"), &at),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_guarded_route_refuses_a_caller_before_its_handler_runs() {
+    let (embedded, _dir) = helpers::embedded(helpers::system_clock());
+    let ctx = &embedded.ctx;
+    // The guarded handler panics if it runs: a refusal must be 401/403, never that 500.
+    let anonymous = dispatch(ctx, &test_routes(), request("GET", "/staff-only", None, "")).await;
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
+    let shop = dispatch(
+        ctx,
+        storefront::routes::ROUTES,
+        request(
+            "POST",
+            "/v1/tenants",
+            Some("application/json"),
+            r#"{"name":"Guarded","owner":{"email":"ada@example.com","password":"correct horse battery","name":"Ada"}}"#,
+        ),
+    )
+    .await;
+    assert_eq!(shop.status(), 201);
+    let shop = body(&shop);
+    let signup = format!(
+        r#"{{"tenant_id":{},"email":"cy@example.com","password":"correct horse battery","name":"Cy"}}"#,
+        shop["tenant"]["id"]
+    );
+    let customer = dispatch(
+        ctx,
+        storefront::routes::ROUTES,
+        request("POST", "/v1/auth/signup", Some("application/json"), &signup),
+    )
+    .await;
+    assert_eq!(customer.status(), 201);
+    let token = body(&customer)["tokens"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut as_customer = request("GET", "/staff-only", None, "");
+    as_customer
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let refused = dispatch(ctx, &test_routes(), as_customer).await;
+    assert_eq!(refused.status(), 403);
+    // The owner passes the check, so the handler runs (and panics, as it was written to).
+    let owner = shop["tokens"]["access_token"].as_str().unwrap();
+    let mut as_owner = request("GET", "/staff-only", None, "");
+    as_owner
+        .headers_mut()
+        .insert("authorization", format!("Bearer {owner}").parse().unwrap());
+    assert_eq!(dispatch(ctx, &test_routes(), as_owner).await.status(), 500);
+}
+
+fn from_ip(mut req: Request, ip: &str) -> Request {
+    req.extensions_mut()
+        .insert(storefront::http::ClientIp(ip.to_owned()));
+    req
+}
+
+#[tokio::test]
+async fn a_client_over_its_per_ip_limit_gets_429_before_any_handler_runs() {
+    // Five seconds into a whole minute, on a clock that stands still: one window for all.
+    let minute = chrono::Utc::now().timestamp().div_euclid(60) * 60;
+    let start = chrono::DateTime::from_timestamp(minute + 5, 0).unwrap();
+    let clock = Arc::new(storefront::clock::ManualClock::new(start));
+    let (embedded, _dir) = helpers::embedded(clock);
+    let mut ctx = embedded.ctx.clone();
+    ctx.limits.per_ip = 3;
+    let greet = |ip: &str| {
+        from_ip(
+            request(
+                "POST",
+                "/greet",
+                Some("application/json"),
+                r#"{"name":"Ada","times":1}"#,
+            ),
+            ip,
+        )
+    };
+    for n in 1..=3 {
+        let ok = dispatch(&ctx, &test_routes(), greet("203.0.113.7")).await;
+        assert_eq!(ok.status(), 200, "request {n}");
+        assert_eq!(ok.headers()["ratelimit-policy"], "\"ip\";q=3;w=60");
+        let state = ok.headers()["ratelimit"].to_str().unwrap();
+        assert!(
+            state.starts_with(&format!("\"ip\";r={};t=", 3 - n)),
+            "{state}"
+        );
+    }
+    // The fourth would panic in its handler: over the limit, it never gets there.
+    let refused = dispatch(
+        &ctx,
+        &test_routes(),
+        from_ip(request("GET", "/explode", None, ""), "203.0.113.7"),
+    )
+    .await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "55");
+    assert_eq!(refused.headers()["ratelimit-policy"], "\"ip\";q=3;w=60");
+    assert!(refused.headers()["ratelimit"]
+        .to_str()
+        .unwrap()
+        .starts_with("\"ip\";r=0;"));
+    assert_eq!(
+        body(&refused)["type"],
+        "https://storefront.dev/problems/rate-limited"
+    );
+    // A shop creation (a password hash) over the limit makes no shop.
+    let shop = dispatch(
+        &ctx,
+        storefront::routes::ROUTES,
+        from_ip(
+            request(
+                "POST",
+                "/v1/tenants",
+                Some("application/json"),
+                r#"{"name":"Flood","owner":{"email":"ada@example.com","password":"correct horse battery","name":"Ada"}}"#,
+            ),
+            "203.0.113.7",
+        ),
+    )
+    .await;
+    assert_eq!(shop.status(), 429);
+    // Another client, and the same client's neighbour in its IPv6 /64 counted apart from it.
+    let other = dispatch(&ctx, &test_routes(), greet("198.51.100.1")).await;
+    assert_eq!(other.status(), 200);
+    for n in 1..=3 {
+        let v6 = dispatch(&ctx, &test_routes(), greet(&format!("2001:db8::{n}"))).await;
+        assert_eq!(v6.status(), 200, "IPv6 request {n}");
+    }
+    let same_64 = dispatch(&ctx, &test_routes(), greet("2001:db8::ffff")).await;
+    assert_eq!(same_64.status(), 429, "one /64 is one client");
+}
+
+#[test]
+fn every_route_of_the_table_declares_who_may_call_it() {
+    use storefront::http::router::Access;
+    let public: Vec<_> = storefront::routes::ROUTES
+        .iter()
+        .filter(|r| r.access() == Access::Anyone)
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        public,
+        [
+            "/health",
+            "/.well-known/jwks.json",
+            "/v1/tenants",
+            "/v1/auth/signup",
+            "/v1/auth/login",
+            "/v1/auth/refresh"
+        ]
+    );
 }
 
 /// A table whose every call fails, as an unreachable DynamoDB would.

@@ -12,7 +12,8 @@ use storefront::auth::tokens::KeyRing;
 use storefront::clock::{Clock, ManualClock};
 use storefront::config::{AwsConfig, RateLimits};
 use storefront::context::AppContext;
-use storefront::http::{dispatch, ClientIp};
+use storefront::edge::dispatch;
+use storefront::http::ClientIp;
 use storefront::routes::ROUTES;
 use storefront::store::{Condition, Item, Key, Page, Query, StoreError, Table, TxOp, UpdateOp};
 
@@ -88,6 +89,7 @@ pub async fn dynamo() -> Api {
         queue_url: None,
         bucket: None,
         limits: RateLimits::default(),
+        session_lifetime: chrono::Duration::seconds(storefront::config::DEFAULT_SESSION_LIFETIME_S),
     };
     let mut ctx = AppContext::aws(&sdk, &config, clock.clone() as Arc<dyn Clock>);
     let key = ("k1".to_owned(), KeyRing::generate_key().expect("key"));
@@ -223,7 +225,133 @@ conformance!(embedded, dynamo;
     an_ended_sessions_access_token_cannot_manage_members_or_keys,
     sessions_are_paged_with_limit_and_cursor,
     two_owners_demoting_each_other_at_once_leave_the_shop_an_owner,
+    an_api_key_acts_at_most_with_its_creators_current_role,
+    an_email_is_one_account_in_any_unicode_form_and_invisible_characters_are_refused,
+    a_session_ends_ninety_days_after_sign_in_however_often_it_is_refreshed,
 );
+
+async fn an_api_key_acts_at_most_with_its_creators_current_role(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    let admin = api
+        .add_member(&shop.owner, "admin@example.com", "admin")
+        .await;
+    let admin_id = admin.body["id"].as_str().unwrap().to_owned();
+    let admin_token = api
+        .login(&shop.tenant_id, "admin@example.com", "member password")
+        .await
+        .token();
+    let made = api
+        .post("/v1/api-keys", Some(&admin_token), json!({"name": "Ops"}))
+        .await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    let key = made.body["key"].as_str().unwrap().to_owned();
+    // A key made with that key carries the same member's authority.
+    let chained = api
+        .post("/v1/api-keys", Some(&key), json!({"name": "Ops, again"}))
+        .await;
+    assert_eq!(chained.status, 201, "{:?}", chained.body);
+    let chained = chained.body["key"].as_str().unwrap().to_owned();
+    assert_eq!(
+        api.add_member(&key, "first@example.com", "admin")
+            .await
+            .status,
+        201,
+        "while its creator is an admin, the key makes admins"
+    );
+    let demote = api
+        .patch(
+            &format!("/v1/members/{admin_id}"),
+            Some(&shop.owner),
+            json!({"role": "staff"}),
+        )
+        .await;
+    assert_eq!(demote.status, 200);
+    for key in [&key, &chained] {
+        assert_eq!(
+            api.add_member(key, "second@example.com", "admin")
+                .await
+                .status,
+            403,
+            "the key acts at most with its creator's role now"
+        );
+        let me = api.get("/v1/me", Some(key)).await;
+        assert_eq!(me.status, 200);
+        assert_eq!(me.body["role"], "staff");
+    }
+    // Given back the role, the member's keys get it back too (never above their own).
+    let promote = api
+        .patch(
+            &format!("/v1/members/{admin_id}"),
+            Some(&shop.owner),
+            json!({"role": "owner"}),
+        )
+        .await;
+    assert_eq!(promote.status, 200);
+    let me = api.get("/v1/me", Some(&key)).await;
+    assert_eq!(me.body["role"], "admin", "the key's own role still caps it");
+}
+
+async fn an_email_is_one_account_in_any_unicode_form_and_invisible_characters_are_refused(
+    api: Api,
+) {
+    let shop = api.create_shop("owner@example.com").await;
+    let composed = api.signup(&shop.tenant_id, "Ren\u{e9}@example.com").await;
+    assert_eq!(composed.status, 201, "{:?}", composed.body);
+    assert_eq!(composed.body["user"]["email"], "ren\u{e9}@example.com");
+    let decomposed = api.signup(&shop.tenant_id, "rene\u{301}@example.com").await;
+    assert_eq!(decomposed.status, 409, "{:?}", decomposed.body);
+    assert_eq!(decomposed.slug(), "email-taken");
+    let login = api
+        .login(
+            &shop.tenant_id,
+            "RENE\u{301}@example.com",
+            "a long passphrase",
+        )
+        .await;
+    assert_eq!(login.status, 200, "one account, whichever form is typed");
+    for look_alike in [
+        "ren\u{e9}\u{200b}@example.com",
+        "ren\u{e9}@exam\u{200d}ple.com",
+        "\u{202e}ren\u{e9}@example.com",
+    ] {
+        let refused = api.signup(&shop.tenant_id, look_alike).await;
+        assert_eq!(refused.status, 422, "{look_alike:?}: {:?}", refused.body);
+        assert_eq!(refused.body["errors"][0]["field"], "email");
+    }
+}
+
+async fn a_session_ends_ninety_days_after_sign_in_however_often_it_is_refreshed(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    let day = Duration::from_secs(24 * 3600);
+    let mut refresh = shop.owner_refresh.clone();
+    // Used every 25 days, the session never idles out; the last refresh is 10 minutes
+    // before its 90 days are up.
+    for step in [
+        day * 25,
+        day * 25,
+        day * 25,
+        day * 15 - Duration::from_secs(600),
+    ] {
+        api.clock.advance(step);
+        let renewed = api.refresh(&refresh).await;
+        assert_eq!(renewed.status, 200, "{:?}", renewed.body);
+        refresh = renewed.refresh();
+    }
+    let access = api.refresh(&refresh).await;
+    assert_eq!(access.status, 200);
+    let (access, refresh) = (access.token(), access.refresh());
+    assert_eq!(api.get("/v1/sessions", Some(&access)).await.status, 200);
+    // 90 days and 1 minute after sign-in: the access token is still inside its 15
+    // minutes, but the session is over.
+    api.clock.advance(Duration::from_secs(660));
+    assert_eq!(
+        api.get("/v1/sessions", Some(&access)).await.status,
+        401,
+        "a live-session route refuses a session past its lifetime"
+    );
+    let ended = api.refresh(&refresh).await;
+    assert_eq!(ended.status, 401, "{:?}", ended.body);
+}
 
 async fn two_owners_demoting_each_other_at_once_leave_the_shop_an_owner(api: Api) {
     let shop = api.create_shop("owner@example.com").await;

@@ -47,7 +47,7 @@ impl Harness {
         status: u16,
     ) -> Value {
         self.as_function(function);
-        let response = storefront::http::dispatch(
+        let response = storefront::edge::dispatch(
             &self.ctx,
             &routes::of_function(function),
             helpers::api_request(method, path, token, body),

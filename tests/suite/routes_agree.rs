@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use serde_norway::Value;
+use storefront::http::router::Access;
 use storefront::routes::{self, ROUTES};
 
 fn repo() -> PathBuf {
@@ -119,6 +120,38 @@ fn openapi_yaml_documents_every_route_and_no_other() {
     }
     let table: BTreeSet<_> = table_routes().into_iter().map(|(m, p, _)| (m, p)).collect();
     assert_eq!(documented, table);
+}
+
+#[test]
+fn openapi_yaml_says_who_may_call_each_operation_as_the_route_table_does() {
+    let spec = yaml("openapi.yaml");
+    for route in ROUTES {
+        let method = route.method.as_str().to_lowercase();
+        let operation = &spec["paths"][route.path][method.as_str()];
+        let access = route.access();
+        let bearer: Value = serde_norway::from_str("[{bearerAuth: []}]").expect("yaml");
+        let expected_security = if access == Access::Anyone {
+            Value::Sequence(Vec::new())
+        } else {
+            bearer
+        };
+        assert_eq!(
+            operation["security"], expected_security,
+            "{route:?}: openapi.yaml's security"
+        );
+        assert_eq!(
+            operation["x-access"].as_str(),
+            Some(access.as_str()),
+            "{route:?}: openapi.yaml's x-access"
+        );
+        let documents = |status: &str| operation["responses"].get(status).is_some();
+        if access != Access::Anyone {
+            assert!(documents("401"), "{route:?} documents its 401");
+        }
+        if matches!(access, Access::Session | Access::Role(_)) {
+            assert!(documents("403"), "{route:?} documents its 403");
+        }
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Authentication and authorisation in one place: [`authenticate`] turns the
 //! `Authorization` header into a [`Caller`] (from an access token or an `sk_` API key), and
-//! [`Caller::require`] checks the role. A handler that needs a caller cannot forget either.
+//! [`admit`] checks it against a route's declared [`Access`]. The edge does both before a
+//! route's handler runs, so a handler that needs a caller cannot forget either.
 
 pub mod keys;
 pub mod passwords;
@@ -11,89 +12,73 @@ use http::header::AUTHORIZATION;
 
 use crate::context::AppContext;
 use crate::domain::{ApiKeyId, Role, SessionId, TenantId, TypedId as _, UserId};
+use crate::http::router::Access;
 use crate::http::{ApiError, Request};
 use crate::repo::{api_keys, rate_limits};
 
-/// Who is calling: a signed-in user (through a session) or an API key of a shop.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Principal {
-    User {
-        user_id: UserId,
-        session_id: SessionId,
-    },
-    ApiKey {
-        key_id: ApiKeyId,
-    },
-}
+pub use crate::domain::{Caller, Principal};
 
-/// The authenticated caller of a request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Caller {
-    pub tenant_id: TenantId,
-    pub role: Role,
-    pub principal: Principal,
-}
-
-impl Caller {
-    /// 403 unless the caller's role includes `role`.
-    pub fn require(&self, role: Role) -> Result<(), ApiError> {
-        if self.role.includes(role) {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden(format!(
-                "This needs the {} role or above.",
-                role.as_str()
-            )))
+/// Admits a request's caller as a route's declared `access` asks, or answers 401 (no valid
+/// credential, or a session that has ended) or 403 (an API key where a session is needed,
+/// or a role below the one needed). The edge calls it before the route's handler runs.
+pub async fn admit(req: &Request, ctx: &AppContext, access: Access) -> Result<Caller, ApiError> {
+    let caller = authenticate(req, ctx).await?;
+    match access {
+        Access::Anyone | Access::Token => Ok(caller),
+        Access::Session => {
+            session_of(&caller)?;
+            current(caller, ctx).await
         }
-    }
-
-    pub fn user_id(&self) -> Option<&UserId> {
-        match &self.principal {
-            Principal::User { user_id, .. } => Some(user_id),
-            Principal::ApiKey { .. } => None,
-        }
-    }
-
-    /// The caller as the store says it is now: its session still live, with the role the
-    /// user holds now. An access token stays valid for up to 15 minutes after its session
-    /// ends or its role changes; the routes that say who may do what (members, API keys)
-    /// and the session routes ask for this, so a logout, a revoked session or a demotion
-    /// takes effect on them at once: a stolen token of an ended session cannot mint a
-    /// lasting API key, read the user's devices or sign the user out of them.
-    /// Two reads, made together. An API key is checked live on every request already.
-    pub async fn current(mut self, ctx: &AppContext) -> Result<Self, ApiError> {
-        if let Principal::User {
-            user_id,
-            session_id,
-        } = &self.principal
-        {
-            let table = ctx.table.as_ref();
-            let (user, session) = futures_util::future::join(
-                crate::repo::users::get(table, &self.tenant_id, user_id),
-                crate::repo::sessions::get(table, &self.tenant_id, user_id, session_id),
-            )
-            .await;
-            let user = user?.ok_or_else(|| unauthorized("This account no longer exists."))?;
-            if session?.is_none() {
-                return Err(unauthorized("This session has ended; sign in again."));
+        Access::Role(role) => {
+            let caller = current(caller, ctx).await?;
+            if caller.role.includes(role) {
+                Ok(caller)
+            } else {
+                Err(ApiError::Forbidden(format!(
+                    "This needs the {} role or above.",
+                    role.as_str()
+                )))
             }
-            self.role = user.role;
         }
-        Ok(self)
     }
+}
 
-    /// The signed-in user and session, or 403 for an API key (which has neither).
-    pub fn user(&self) -> Result<(&UserId, &SessionId), ApiError> {
-        match &self.principal {
-            Principal::User {
-                user_id,
-                session_id,
-            } => Ok((user_id, session_id)),
-            Principal::ApiKey { .. } => Err(ApiError::Forbidden(
-                "API keys have no user or sessions; sign in instead.".into(),
-            )),
+/// The signed-in user and session of a caller, or 403 for an API key (which has neither).
+pub fn session_of(caller: &Caller) -> Result<(&UserId, &SessionId), ApiError> {
+    caller.session().ok_or_else(|| {
+        ApiError::Forbidden("API keys have no user or sessions; sign in instead.".into())
+    })
+}
+
+/// The caller as the store says it is now: its session still live, with the role the
+/// user holds now. An access token stays valid for up to 15 minutes after its session
+/// ends or its role changes; the routes that say who may do what (members, API keys)
+/// and the session routes ask for this, so a logout, a revoked session or a demotion
+/// takes effect on them at once: a stolen token of an ended session cannot mint a
+/// lasting API key, read the user's devices or sign the user out of them.
+/// Two reads, made together. An API key is checked live on every request already.
+async fn current(mut caller: Caller, ctx: &AppContext) -> Result<Caller, ApiError> {
+    if let Principal::User {
+        user_id,
+        session_id,
+    } = &caller.principal
+    {
+        let table = ctx.table.as_ref();
+        let (user, session) = futures_util::future::join(
+            crate::repo::users::get(table, &caller.tenant_id, user_id),
+            crate::repo::sessions::get(table, &caller.tenant_id, user_id, session_id),
+        )
+        .await;
+        let user = user?.ok_or_else(|| unauthorized("This account no longer exists."))?;
+        let live = session?.is_some_and(|session| {
+            ctx.clock.now().timestamp() < session.ends_at(ctx.session_lifetime)
+        });
+        if !live {
+            return Err(unauthorized("This session has ended; sign in again."));
         }
+        caller.role = user.role;
     }
+    Ok(caller)
 }
 
 /// A stored record whose id does not parse: the store was written by something else.
@@ -126,10 +111,53 @@ fn bearer(req: &Request) -> Result<&str, ApiError> {
     }
 }
 
-/// Authenticates the caller and checks it against the store ([`Caller::current`]): for the
-/// routes that decide who may do what.
-pub async fn authenticate_current(req: &Request, ctx: &AppContext) -> Result<Caller, ApiError> {
-    authenticate(req, ctx).await?.current(ctx).await
+/// The caller an `sk_…` API key stands for, or 401 (unknown, revoked, or its creator no
+/// longer a member) or 429 (over the key's limit). The key acts with its own role capped by
+/// its creator's role as it is now: a key outlives no member's authority.
+async fn authenticate_key(ctx: &AppContext, credential: &str) -> Result<Caller, ApiError> {
+    let unknown = || unauthorized("The API key is unknown or revoked.");
+    let secret = secrets::ApiKeySecret::parse(credential).ok_or_else(unknown)?;
+    let table = ctx.table.as_ref();
+    let key = api_keys::find(table, &secret.prefix)
+        .await?
+        .filter(|key| crate::crypto::same_secret(&key.hash, &secret.hash()))
+        .ok_or_else(unknown)?;
+    let Some(created_by) = key.created_by.clone() else {
+        return Err(unauthorized(
+            "This API key records no creator and cannot act; make a new one.",
+        ));
+    };
+    let limit = rate_limits::Limit {
+        scope: "api-key",
+        per_minute: ctx.limits.per_api_key,
+    };
+    let now = ctx.clock.now();
+    let (counted, creator, used) = tokio::join!(
+        rate_limits::hit(table, limit, &key.id, now),
+        crate::repo::users::get(table, &key.tenant_id, &created_by),
+        api_keys::record_use(table, &key, now),
+    );
+    crate::http::enforce(counted?)?;
+    if let Err(e) = used {
+        tracing::warn!(error = %e, key_id = %key.id, "recording an API key's last use failed");
+    }
+    let creator_role = creator?
+        .map(|user| user.role)
+        .filter(|role| role.includes(Role::Staff))
+        .ok_or_else(|| unauthorized("The member who made this API key is no longer a member."))?;
+    let role = if creator_role.includes(key.role) {
+        key.role
+    } else {
+        creator_role
+    };
+    Ok(Caller {
+        tenant_id: TenantId::parse(&key.tenant_id).map_err(stored_id)?,
+        role,
+        principal: Principal::ApiKey {
+            key_id: ApiKeyId::parse(&key.id).map_err(stored_id)?,
+            created_by,
+        },
+    })
 }
 
 /// Authenticates the request's caller, or answers 401 (missing, malformed, expired,
@@ -137,23 +165,7 @@ pub async fn authenticate_current(req: &Request, ctx: &AppContext) -> Result<Cal
 pub async fn authenticate(req: &Request, ctx: &AppContext) -> Result<Caller, ApiError> {
     let credential = bearer(req)?;
     let caller = if credential.starts_with(secrets::API_KEY_PREFIX) {
-        let key = api_keys::authenticate(ctx, credential)
-            .await?
-            .ok_or_else(|| unauthorized("The API key is unknown or revoked."))?;
-        let limit = rate_limits::Limit {
-            scope: "api-key",
-            per_minute: ctx.limits.per_api_key,
-        };
-        rate_limits::hit(ctx.table.as_ref(), limit, &key.id, ctx.clock.now())
-            .await?
-            .enforce()?;
-        Caller {
-            tenant_id: TenantId::parse(&key.tenant_id).map_err(stored_id)?,
-            role: key.role,
-            principal: Principal::ApiKey {
-                key_id: ApiKeyId::parse(&key.id).map_err(stored_id)?,
-            },
-        }
+        authenticate_key(ctx, credential).await?
     } else {
         let claims = ctx
             .keys

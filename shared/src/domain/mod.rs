@@ -1,11 +1,13 @@
 //! Domain types that can only be built valid ("parse, don't validate"): a handler never
 //! holds a raw string it must remember to check. No I/O, no AWS, no HTTP here.
 
+mod caller;
 mod email;
 mod identity;
 mod ids;
 mod money;
 
+pub use caller::{Caller, Principal};
 pub use email::Email;
 pub use identity::{Password, PersonName, Role, TenantName};
 pub use ids::{ApiKeyId, SessionId, TenantId, TypedId, UserId};

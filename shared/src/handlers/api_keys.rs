@@ -4,11 +4,11 @@
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::authenticate_current;
-use crate::auth::secrets::ApiKeySecret;
+use crate::auth::secrets::{api_key_prefix, ApiKeySecret};
+use crate::auth::{Caller, Principal};
 use crate::clock::rfc3339;
 use crate::context::AppContext;
-use crate::domain::{ApiKeyId, Invalid, PersonName, Role};
+use crate::domain::{ApiKeyId, Invalid, PersonName, Role, UserId};
 use crate::http::pagination::{paged, PageBody};
 use crate::http::{
     internal, json, no_content, parse_json, path_id, ApiError, HandlerResult, Request,
@@ -44,11 +44,18 @@ fn key_role(raw: Option<&str>, creator: Role) -> Result<Role, Invalid> {
     Ok(role)
 }
 
+/// The member whose authority a new key carries: the signed-in user, or for a key made
+/// with a key, that key's own creator (so no chain of keys outlives a member's authority).
+fn creator_of(caller: &Caller) -> &UserId {
+    match &caller.principal {
+        Principal::User { user_id, .. } => user_id,
+        Principal::ApiKey { created_by, .. } => created_by,
+    }
+}
+
 /// Creates a key (role `admin` unless narrower) and shows it this once.
 #[tracing::instrument(skip_all)]
-pub async fn create(req: Request, ctx: &AppContext) -> HandlerResult {
-    let caller = authenticate_current(&req, ctx).await?;
-    caller.require(Role::Admin)?;
+pub async fn create(req: Request, ctx: &AppContext, caller: Caller) -> HandlerResult {
     let body: CreateKey = parse_json(&req)?;
     validate! {
         name = PersonName::parse(&body.name) => "name",
@@ -65,6 +72,7 @@ pub async fn create(req: Request, ctx: &AppContext) -> HandlerResult {
         hash: secret.hash(),
         created_at: rfc3339(ctx.clock.now()),
         last_used_at: None,
+        created_by: Some(creator_of(&caller).clone()),
     };
     api_keys::create(ctx.table.as_ref(), &api_key).await?;
     tracing::info!(key_id = %api_key.id, "API key created");
@@ -79,9 +87,7 @@ pub async fn create(req: Request, ctx: &AppContext) -> HandlerResult {
 
 /// The shop's keys, newest first, without their secrets.
 #[tracing::instrument(skip_all)]
-pub async fn list(req: Request, ctx: &AppContext) -> HandlerResult {
-    let caller = authenticate_current(&req, ctx).await?;
-    caller.require(Role::Admin)?;
+pub async fn list(req: Request, ctx: &AppContext, caller: Caller) -> HandlerResult {
     let query = paged(&req, api_keys::of_tenant(&caller.tenant_id))?;
     let (keys, next) = records::<ApiKey>(ctx.table.as_ref(), query).await?;
     json(
@@ -92,11 +98,10 @@ pub async fn list(req: Request, ctx: &AppContext) -> HandlerResult {
 
 /// Revokes a key: it stops working at once.
 #[tracing::instrument(skip_all)]
-pub async fn revoke(req: Request, ctx: &AppContext) -> HandlerResult {
-    let caller = authenticate_current(&req, ctx).await?;
-    caller.require(Role::Admin)?;
+pub async fn revoke(req: Request, ctx: &AppContext, caller: Caller) -> HandlerResult {
     let id: ApiKeyId = path_id(&req, "id", NO_SUCH_KEY)?;
-    if api_keys::revoke(ctx.table.as_ref(), &caller.tenant_id, &id).await? {
+    let prefix = api_key_prefix(id.as_str()).ok_or_else(|| ApiError::not_found(NO_SUCH_KEY))?;
+    if api_keys::revoke(ctx.table.as_ref(), &caller.tenant_id, &prefix).await? {
         tracing::info!(key_id = %id, "API key revoked");
         Ok(no_content())
     } else {

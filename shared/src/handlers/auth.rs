@@ -7,12 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::secrets::RefreshToken;
 use crate::auth::tokens::{Claims, ACCESS_TOKEN_SECONDS, AUDIENCE, ISSUER};
-use crate::auth::{authenticate, passwords};
+use crate::auth::{passwords, session_of, Caller};
 use crate::clock::rfc3339;
 use crate::context::AppContext;
 use crate::domain::{Email, Password, PersonName, Role, SessionId, TenantId, TypedId as _, UserId};
 use crate::http::{
-    client_ip, internal, json, no_content, parse_json, ApiError, HandlerResult, Request,
+    client_ip, enforce, internal, json, no_content, parse_json, ApiError, HandlerResult, Request,
 };
 use crate::ids::IdKind;
 use crate::repo::rate_limits::{self, Limit};
@@ -77,7 +77,8 @@ pub(crate) fn start_session(
         ip: client_ip(req).map(str::to_owned),
         refresh_hash: refresh.hash(),
     };
-    let op = sessions::create(&session, now.timestamp()).map_err(internal)?;
+    let ends_at = session.ends_at(ctx.session_lifetime);
+    let op = sessions::create(&session, now.timestamp(), ends_at).map_err(internal)?;
     let tokens = Tokens {
         access_token: access_token(ctx, user, &session_id)?,
         refresh_token: refresh.expose(),
@@ -208,8 +209,8 @@ async fn limit_login(
         rate_limits::hit(ctx.table.as_ref(), per_ip, ip, now),
         rate_limits::hit(ctx.table.as_ref(), per_account, &account, now),
     );
-    ip_decision?.enforce()?;
-    account_decision?.enforce()?;
+    enforce(ip_decision?)?;
+    enforce(account_decision?)?;
     Ok(())
 }
 
@@ -291,18 +292,27 @@ pub async fn refresh(req: Request, ctx: &AppContext) -> HandlerResult {
         }
         return Err(refresh_refused());
     }
+    let now = ctx.clock.now();
+    let ends_at = session.ends_at(ctx.session_lifetime);
+    if now.timestamp() >= ends_at {
+        sessions::revoke(table, &session.tenant_id, &session.user_id, &session.id).await?;
+        tracing::info!(session_id = %session.id, "session reached its lifetime: ended");
+        return Err(ApiError::Unauthorized(
+            "This session has reached its time limit; sign in again.".into(),
+        ));
+    }
     let user = users::get(table, &session.tenant_id, &session.user_id)
         .await?
         .ok_or_else(refresh_refused)?;
     let next = RefreshToken::generate(&session.tenant_id, &session.user_id, &session.id)
         .map_err(internal)?;
-    let now = ctx.clock.now();
     match sessions::rotate(
         table,
         &session,
         &next.hash(),
         &rfc3339(now),
         now.timestamp(),
+        ends_at,
     )
     .await
     {
@@ -332,9 +342,8 @@ pub async fn refresh(req: Request, ctx: &AppContext) -> HandlerResult {
 
 /// `POST /v1/auth/logout`: ends the caller's session; its refresh token stops working.
 #[tracing::instrument(skip_all)]
-pub async fn logout(req: Request, ctx: &AppContext) -> HandlerResult {
-    let caller = authenticate(&req, ctx).await?;
-    let (user_id, session_id) = caller.user()?;
+pub async fn logout(_req: Request, ctx: &AppContext, caller: Caller) -> HandlerResult {
+    let (user_id, session_id) = session_of(&caller)?;
     sessions::revoke(ctx.table.as_ref(), &caller.tenant_id, user_id, session_id).await?;
     Ok(no_content())
 }

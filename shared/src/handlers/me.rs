@@ -3,7 +3,7 @@
 use http::StatusCode;
 use serde::Serialize;
 
-use crate::auth::{authenticate, Principal};
+use crate::auth::{Caller, Principal};
 use crate::context::AppContext;
 use crate::domain::{ApiKeyId, Role, TenantId, UserId};
 use crate::http::{json, ApiError, HandlerResult, Request};
@@ -23,8 +23,7 @@ struct Me {
 /// The signed-in user (from the store, so a changed name or role shows at once); for an
 /// API key, the tenant and the key's role.
 #[tracing::instrument(skip_all)]
-pub async fn get(req: Request, ctx: &AppContext) -> HandlerResult {
-    let caller = authenticate(&req, ctx).await?;
+pub async fn get(_req: Request, ctx: &AppContext, caller: Caller) -> HandlerResult {
     let me = match &caller.principal {
         Principal::User { user_id, .. } => {
             let user = users::get(ctx.table.as_ref(), &caller.tenant_id, user_id)
@@ -39,7 +38,7 @@ pub async fn get(req: Request, ctx: &AppContext) -> HandlerResult {
                 api_key_id: None,
             }
         }
-        Principal::ApiKey { key_id } => Me {
+        Principal::ApiKey { key_id, .. } => Me {
             user_id: None,
             tenant_id: caller.tenant_id.clone(),
             email: None,

@@ -7,7 +7,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
 use super::auth::{creation_refused, new_user};
-use crate::auth::{authenticate_current, Caller};
+use crate::auth::Caller;
 use crate::context::AppContext;
 use crate::domain::{Email, Invalid, Password, PersonName, Role, UserId};
 use crate::http::pagination::{paged, PageBody};
@@ -48,9 +48,7 @@ struct CreateMember {
 
 /// Adds a staff member or admin with a password they can sign in with.
 #[tracing::instrument(skip_all)]
-pub async fn create(req: Request, ctx: &AppContext) -> HandlerResult {
-    let caller = authenticate_current(&req, ctx).await?;
-    caller.require(Role::Admin)?;
+pub async fn create(req: Request, ctx: &AppContext, caller: Caller) -> HandlerResult {
     let body: CreateMember = parse_json(&req)?;
     validate! {
         email = Email::parse(&body.email) => "email",
@@ -73,9 +71,7 @@ pub async fn create(req: Request, ctx: &AppContext) -> HandlerResult {
 
 /// The shop's members (staff and above), oldest first.
 #[tracing::instrument(skip_all)]
-pub async fn list(req: Request, ctx: &AppContext) -> HandlerResult {
-    let caller = authenticate_current(&req, ctx).await?;
-    caller.require(Role::Admin)?;
+pub async fn list(req: Request, ctx: &AppContext, caller: Caller) -> HandlerResult {
     let query = paged(&req, users::members(&caller.tenant_id))?;
     let (members, next) = records::<users::User>(ctx.table.as_ref(), query).await?;
     let views = members.iter().map(users::User::view).collect();
@@ -91,9 +87,7 @@ struct UpdateMember {
 /// Changes a member's role. A customer or another shop's user is 404; an admin touching an
 /// owner, or making one, is 403; demoting the caller's own last owner seat is 409.
 #[tracing::instrument(skip_all)]
-pub async fn update(req: Request, ctx: &AppContext) -> HandlerResult {
-    let caller = authenticate_current(&req, ctx).await?;
-    caller.require(Role::Admin)?;
+pub async fn update(req: Request, ctx: &AppContext, caller: Caller) -> HandlerResult {
     let id: UserId = path_id(&req, "id", NO_SUCH_MEMBER)?;
     let body: UpdateMember = parse_json(&req)?;
     validate! {

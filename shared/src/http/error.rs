@@ -8,6 +8,7 @@ use http::{header, HeaderValue, Method, StatusCode};
 use serde::Serialize;
 
 use super::Response;
+use crate::repo::rate_limits::Decision;
 
 /// The base of every problem `type` URI.
 pub const PROBLEM_BASE: &str = "https://storefront.dev/problems/";
@@ -88,6 +89,19 @@ pub enum ApiError {
     /// 500: a bug or an unexpected failure; the cause is logged, not shown.
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
+}
+
+/// `Ok` when the rate limiter allowed the request, the 429 to answer when it did not.
+pub fn enforce(decision: Decision) -> Result<Decision, ApiError> {
+    if decision.allowed {
+        Ok(decision)
+    } else {
+        Err(ApiError::TooManyRequests(RateLimited {
+            retry_after: decision.reset_after.max(1),
+            policy: decision.policy_header(),
+            state: decision.state_header(),
+        }))
+    }
 }
 
 /// A 500 for an unexpected failure (its cause is logged, never shown).

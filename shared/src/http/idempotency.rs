@@ -8,8 +8,8 @@
 use http::{header, HeaderName, HeaderValue, StatusCode};
 
 use super::{request_id, ApiError, Request, Response};
-use crate::auth::{Caller, Principal};
 use crate::context::AppContext;
+use crate::domain::TenantId;
 use crate::ids::IdKind;
 use crate::repo::idempotency::{
     self, Begin, IdempotencyKey, Lease, Refusal, Scope, StoredResponse,
@@ -62,14 +62,18 @@ pub fn fingerprint(req: &Request) -> String {
     crate::crypto::sha256_hex(&bytes)
 }
 
-/// Claims the request's key for `caller`, or says why not.
-pub async fn claim(req: &Request, ctx: &AppContext, caller: &Caller) -> Result<Claim, ApiError> {
+/// Claims the request's key for `principal` of a shop (a caller's
+/// [`Caller::principal_id`](crate::domain::Caller::principal_id), or a name of its own for
+/// a request with no caller, such as a payment provider's webhook), or says why not.
+pub async fn claim(
+    req: &Request,
+    ctx: &AppContext,
+    tenant_id: &TenantId,
+    principal: &str,
+) -> Result<Claim, ApiError> {
     let scope = Scope {
-        tenant_id: caller.tenant_id.clone(),
-        principal: match &caller.principal {
-            Principal::User { user_id, .. } => user_id.to_string(),
-            Principal::ApiKey { key_id } => key_id.to_string(),
-        },
+        tenant_id: tenant_id.clone(),
+        principal: principal.to_owned(),
         key: key(req)?,
     };
     // The request id names the holder; a request that bypassed `dispatch` gets its own.

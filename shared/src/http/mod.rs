@@ -1,32 +1,23 @@
-//! The HTTP edge shared by every Lambda function and the local server.
-//!
-//! [`dispatch`] is the one path a request takes: it names the request, enforces the body
-//! limit, finds the route (404/405 as problems), runs the handler with panics caught (a
-//! panic is a logged 500, never a dead process), turns an [`ApiError`] into problem+json
-//! and puts `X-Request-Id` on every response.
+//! HTTP helpers shared by every Lambda function and the local server: errors as RFC 9457
+//! problems, the request's id, span and client address, JSON in and out, paging, the
+//! `Idempotency-Key` edge, and the [`router`]'s types. The path a request takes through
+//! them is `crate::edge::dispatch`.
 
 mod error;
 pub mod idempotency;
 pub mod pagination;
+pub mod router;
 
-use std::borrow::Borrow;
-use std::panic::AssertUnwindSafe;
-use std::time::Instant;
-
-use futures_util::FutureExt as _;
 use http::{header, HeaderValue, StatusCode};
-use lambda_http::request::RequestContext;
 use lambda_http::RequestExt as _;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tracing::Instrument as _;
 
-pub use error::{internal, ApiError, FieldError, RateLimited, PROBLEM_BASE, PROBLEM_JSON};
+pub use error::{enforce, internal, ApiError, FieldError, RateLimited, PROBLEM_BASE, PROBLEM_JSON};
 
 use crate::context::AppContext;
 use crate::domain::TypedId;
 use crate::ids::IdKind;
-use crate::routes::{self, Route};
 
 pub type Request = lambda_http::Request;
 pub type Response = http::Response<lambda_http::Body>;
@@ -57,50 +48,6 @@ pub fn record_tenant(req: &Request, tenant_id: &str) {
     }
 }
 
-/// Serves one request with the routes given (all of them locally, a function's own on Lambda).
-pub async fn dispatch<R: Borrow<Route> + Sync>(
-    ctx: &AppContext,
-    routes: &[R],
-    mut req: Request,
-) -> Response {
-    let request_id = request_id_of(&req, ctx);
-    req.extensions_mut().insert(RequestId(request_id.clone()));
-    if req.extensions().get::<ClientIp>().is_none() {
-        if let Some(ip) = source_ip(&req) {
-            req.extensions_mut().insert(ClientIp(ip));
-        }
-    }
-    let span = tracing::info_span!(
-        "request",
-        request_id = %request_id,
-        method = %req.method(),
-        path = %req.uri().path(),
-        // The process's name until a route names its function: a request no route
-        // matches is still logged under the function that answered it.
-        function = crate::telemetry::function(),
-        tenant_id = tracing::field::Empty,
-    );
-    req.extensions_mut().insert(RequestSpan(span.clone()));
-    async move {
-        let started = Instant::now();
-        let mut response = match handle(ctx, routes, req).await {
-            Ok(response) => response,
-            Err(error) => error.into_response(&request_id),
-        };
-        if let Ok(value) = HeaderValue::from_str(&request_id) {
-            response.headers_mut().insert(REQUEST_ID, value);
-        }
-        tracing::info!(
-            status = response.status().as_u16(),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "request served"
-        );
-        response
-    }
-    .instrument(span)
-    .await
-}
-
 /// A problem response for a request refused before routing (the local server's body limit,
 /// its blob URLs), with a fresh request id like every other response.
 pub fn refuse(ctx: &AppContext, error: ApiError) -> Response {
@@ -110,51 +57,6 @@ pub fn refuse(ctx: &AppContext, error: ApiError) -> Response {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     response
-}
-
-async fn handle<R: Borrow<Route>>(ctx: &AppContext, routes: &[R], req: Request) -> HandlerResult {
-    if req.body().len() > MAX_BODY_BYTES {
-        return Err(ApiError::PayloadTooLarge {
-            limit: MAX_BODY_BYTES,
-        });
-    }
-    let (route, params) = routes::find(routes, req.method(), req.uri().path())?;
-    tracing::Span::current().record("function", route.function);
-    let req = req.with_path_parameters(params);
-    match AssertUnwindSafe((route.handler)(req, ctx))
-        .catch_unwind()
-        .await
-    {
-        Ok(result) => result,
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic payload".to_owned());
-            Err(ApiError::Internal(anyhow::anyhow!(
-                "handler panicked: {message}"
-            )))
-        }
-    }
-}
-
-/// API Gateway's request id where there is one (so logs and the client agree with AWS's
-/// access logs), a fresh one otherwise.
-fn request_id_of(req: &Request, ctx: &AppContext) -> String {
-    match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(c)) => c.request_id.clone(),
-        _ => None,
-    }
-    .filter(|id| !id.is_empty())
-    .unwrap_or_else(|| ctx.ids.next(IdKind::Request))
-}
-
-fn source_ip(req: &Request) -> Option<String> {
-    match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(c)) => c.http.source_ip.clone(),
-        _ => None,
-    }
 }
 
 /// The request id `dispatch` gave this request.

@@ -4,9 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::secrets::{api_key_prefix, ApiKeySecret};
-use crate::context::AppContext;
-use crate::domain::{ApiKeyId, Role, TenantId};
+use chrono::{DateTime, Utc};
+
+use crate::domain::{ApiKeyId, Role, TenantId, UserId};
 use crate::store::{Condition, Index, Item, Key, Query, StoreError, Table, UpdateOp};
 
 /// How stale `last_used_at` may get before a use writes it again (one write a minute at most).
@@ -22,6 +22,11 @@ pub struct ApiKey {
     pub hash: String,
     pub created_at: String,
     pub last_used_at: Option<String>,
+    /// The member whose authority the key carries: it acts at most with that member's role
+    /// as it is now, and stops when the member is gone. Keys stored without one (made
+    /// before keys recorded their creator) are refused.
+    #[serde(default)]
+    pub created_by: Option<UserId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -63,42 +68,43 @@ pub async fn create(table: &dyn Table, api_key: &ApiKey) -> Result<(), StoreErro
     table.put(item, Some(Condition::NotExists)).await
 }
 
-/// The live key matching a presented `sk_…` credential, if any; refreshes its last use.
+/// The key stored under `prefix`, if any (the caller compares the presented key's hash).
 #[tracing::instrument(skip_all)]
-pub async fn authenticate(ctx: &AppContext, presented: &str) -> Result<Option<ApiKey>, StoreError> {
-    let Some(secret) = ApiKeySecret::parse(presented) else {
-        return Ok(None);
-    };
-    let Some(item) = ctx.table.get(&key(&secret.prefix)).await? else {
-        return Ok(None);
-    };
-    let api_key: ApiKey = item.record()?;
-    if !crate::crypto::same_secret(&api_key.hash, &secret.hash()) {
-        return Ok(None);
-    }
-    let now = ctx.clock.now();
+pub async fn find(table: &dyn Table, prefix: &str) -> Result<Option<ApiKey>, StoreError> {
+    table
+        .get(&key(prefix))
+        .await?
+        .map(|item| item.record())
+        .transpose()
+}
+
+/// Records a use of the key at `now`, unless one was recorded within the last minute: at
+/// most one write a minute per key, however busy it is.
+#[tracing::instrument(skip_all, fields(key_id = %api_key.id))]
+pub async fn record_use(
+    table: &dyn Table,
+    api_key: &ApiKey,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     let stale = api_key
         .last_used_at
         .as_deref()
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         .is_none_or(|t| {
-            (now - t.with_timezone(&chrono::Utc)).num_seconds() >= LAST_USED_GRANULARITY_SECONDS
+            (now - t.with_timezone(&Utc)).num_seconds() >= LAST_USED_GRANULARITY_SECONDS
         });
-    if stale {
-        let used = crate::clock::rfc3339(now);
-        let update = ctx
-            .table
-            .update(
-                &key(&api_key.prefix),
-                vec![UpdateOp::set("last_used_at", used)],
-                Some(Condition::Exists),
-            )
-            .await;
-        if let Err(e) = update {
-            tracing::warn!(error = %e, key_id = %api_key.id, "recording an API key's last use failed");
-        }
+    if !stale {
+        return Ok(());
     }
-    Ok(Some(api_key))
+    let used = crate::clock::rfc3339(now);
+    table
+        .update(
+            &key(&api_key.prefix),
+            vec![UpdateOp::set("last_used_at", used)],
+            Some(Condition::Exists),
+        )
+        .await
+        .map(drop)
 }
 
 /// A tenant's keys, newest first; read with [`super::records`].
@@ -106,15 +112,12 @@ pub fn of_tenant(tenant_id: &str) -> Query {
     Query::partition(Index::Gsi1, tenant_partition(tenant_id)).backward()
 }
 
-/// Deletes a tenant's key by id; `false` when the tenant has no such key. The id names
-/// the stored item, so this is one consistent request (no index read that may lag).
+/// Deletes a tenant's key by its prefix (which its id names); `false` when the tenant has
+/// no such key. One consistent request, no index read that may lag.
 #[tracing::instrument(skip(table))]
-pub async fn revoke(table: &dyn Table, tenant_id: &str, key_id: &str) -> Result<bool, StoreError> {
-    let Some(prefix) = api_key_prefix(key_id) else {
-        return Ok(false);
-    };
+pub async fn revoke(table: &dyn Table, tenant_id: &str, prefix: &str) -> Result<bool, StoreError> {
     match table
-        .delete(&key(&prefix), Some(Condition::eq("tenant_id", tenant_id)))
+        .delete(&key(prefix), Some(Condition::eq("tenant_id", tenant_id)))
         .await
     {
         Ok(found) => Ok(found.is_some()),

@@ -7,7 +7,6 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::http::{ApiError, RateLimited};
 use crate::store::{Key, StoreError, Table, UpdateOp};
 
 /// The window every limit counts over.
@@ -46,19 +45,6 @@ impl Decision {
             "\"{}\";r={};t={}",
             self.limit.scope, self.remaining, self.reset_after
         )
-    }
-
-    /// `Ok` when allowed, the 429 to answer when not.
-    pub fn enforce(self) -> Result<Self, ApiError> {
-        if self.allowed {
-            Ok(self)
-        } else {
-            Err(ApiError::TooManyRequests(RateLimited {
-                retry_after: self.reset_after.max(1),
-                policy: self.policy_header(),
-                state: self.state_header(),
-            }))
-        }
     }
 }
 
@@ -127,8 +113,7 @@ mod tests {
             .unwrap();
         assert!(!sixth.allowed);
         assert_eq!(sixth.reset_after, 42);
-        let refused = sixth.enforce().unwrap_err();
-        assert_eq!(refused.status(), 429);
+        assert_eq!(sixth.remaining, 0);
         let other = hit(&table, LOGIN, "198.51.100.1", clock.now())
             .await
             .unwrap();

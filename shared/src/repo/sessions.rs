@@ -42,6 +42,13 @@ pub struct SessionView {
 }
 
 impl Session {
+    /// When the session ends however often it is refreshed: `lifetime` after sign-in (a
+    /// malformed stored start counts as already ended).
+    pub fn ends_at(&self, lifetime: chrono::Duration) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(&self.created_at)
+            .map_or(i64::MIN, |start| (start + lifetime).timestamp())
+    }
+
     pub fn view(&self, current_session: Option<&str>) -> SessionView {
         SessionView {
             id: self.id.clone(),
@@ -79,11 +86,17 @@ pub async fn was_spent(
     Ok(table.get(&spent_key(session, hash)).await?.is_some())
 }
 
-/// Starts a session that expires after [`IDLE_SECONDS`] unused.
-pub fn create(session: &Session, now: i64) -> Result<TxOp, StoreError> {
+/// When the store may drop a session used at `now`: after [`IDLE_SECONDS`] unused, and
+/// never after its absolute end.
+fn expiry(now: i64, ends_at: i64) -> i64 {
+    (now + IDLE_SECONDS).min(ends_at)
+}
+
+/// Starts a session that expires after [`IDLE_SECONDS`] unused, or at `ends_at`.
+pub fn create(session: &Session, now: i64, ends_at: i64) -> Result<TxOp, StoreError> {
     let item = Item::new(&key(&session.tenant_id, &session.user_id, &session.id))
         .with_record(session)?
-        .with_ttl(now + IDLE_SECONDS);
+        .with_ttl(expiry(now, ends_at));
     Ok(TxOp::Put {
         item,
         condition: Some(Condition::NotExists),
@@ -111,11 +124,12 @@ pub async fn rotate(
     new_hash: &str,
     now_rfc3339: &str,
     now: i64,
+    ends_at: i64,
 ) -> Result<(), StoreError> {
     let ops = vec![
         UpdateOp::set("refresh_hash", new_hash),
         UpdateOp::set("last_used_at", now_rfc3339),
-        UpdateOp::set(crate::store::TTL, now + IDLE_SECONDS),
+        UpdateOp::set(crate::store::TTL, expiry(now, ends_at)),
     ];
     // A revoked session no longer exists, so this also fails for one revoked meanwhile.
     let condition = Condition::eq("refresh_hash", session.refresh_hash.as_str());
