@@ -302,3 +302,50 @@ fn every_function_runs_as_its_own_role_which_may_write_only_its_own_log_group() 
         );
     }
 }
+
+/// The routes each of whose requests costs an argon2id hash.
+const PASSWORD_ROUTES: [(&str, &str, &str); 4] = [
+    ("POST", "/v1/tenants", "tenants-create"),
+    ("POST", "/v1/auth/signup", "auth-signup"),
+    ("POST", "/v1/auth/login", "auth-login"),
+    ("POST", "/v1/members", "members-create"),
+];
+
+#[test]
+fn the_stage_and_the_password_hashing_routes_are_throttled_and_those_functions_reservable() {
+    let template = yaml("template.yaml");
+    let api = &template["Resources"]["HttpApi"]["Properties"];
+    for setting in ["ThrottlingRateLimit", "ThrottlingBurstLimit"] {
+        assert!(
+            referenced(&api["DefaultRouteSettings"][setting]).is_some(),
+            "the stage's {setting}"
+        );
+    }
+    let table = table_routes();
+    for (method, path, function) in PASSWORD_ROUTES {
+        assert!(
+            table.contains(&(method.into(), path.into(), function.into())),
+            "{method} {path} is a route of {function}"
+        );
+        let route = &api["RouteSettings"][format!("{method} {path}").as_str()];
+        assert_eq!(
+            referenced(&route["ThrottlingRateLimit"]).as_deref(),
+            Some("PasswordRouteThrottleRate"),
+            "{method} {path}"
+        );
+        assert_eq!(
+            referenced(&route["ThrottlingBurstLimit"]).as_deref(),
+            Some("PasswordRouteThrottleBurst"),
+            "{method} {path}"
+        );
+        let (_, _, properties) = template_functions()
+            .into_iter()
+            .find(|(_, name, _)| name == function)
+            .expect("the function");
+        let reserved = format!("{:?}", properties["ReservedConcurrentExecutions"]);
+        assert!(
+            reserved.contains("PasswordFunctionReservedConcurrency"),
+            "{function}: {reserved}"
+        );
+    }
+}

@@ -19,7 +19,7 @@ use crate::repo::rate_limits::{self, Limit};
 use crate::repo::sessions::{self, Session};
 use crate::repo::tenants;
 use crate::repo::users::{self, User, UserView};
-use crate::store::{StoreError, TxOp};
+use crate::store::{StoreError, Transaction, TxOp};
 use crate::validate;
 
 /// `{"access_token","refresh_token","token_type":"Bearer","expires_in"}`.
@@ -157,9 +157,11 @@ pub async fn signup(req: Request, ctx: &AppContext) -> HandlerResult {
     }
     let user = new_user(ctx, &tenant_id, &email, &name, &password, Role::Customer).await?;
     let (session, tokens) = start_session(ctx, &req, &user)?;
+    let mut writes = Transaction::new();
+    writes.add("the customer's first session", session)?;
     let alongside = users::Alongside {
         tenant_must_exist: true,
-        writes: vec![session],
+        writes,
     };
     users::create(ctx.table.as_ref(), &user, &email, alongside)
         .await

@@ -13,6 +13,7 @@ use crate::domain::{Email, Invalid, Password, PersonName, Role, UserId};
 use crate::http::pagination::{paged, PageBody};
 use crate::http::{json, parse_json, path_id, ApiError, HandlerResult, Request};
 use crate::repo::{records, users};
+use crate::store::Transaction;
 use crate::validate;
 
 const NO_SUCH_MEMBER: &str = "This shop has no member with this id.";
@@ -60,7 +61,7 @@ pub async fn create(req: Request, ctx: &AppContext, caller: Caller) -> HandlerRe
     let user = new_user(ctx, &caller.tenant_id, &email, &name, &password, role).await?;
     let alongside = users::Alongside {
         tenant_must_exist: false,
-        writes: Vec::new(),
+        writes: Transaction::new(),
     };
     users::create(ctx.table.as_ref(), &user, &email, alongside)
         .await

@@ -11,6 +11,7 @@ use crate::domain::{Currency, Email, Password, PersonName, Role, TenantId, Tenan
 use crate::http::{json, parse_json, HandlerResult, Request};
 use crate::repo::tenants::{self, Tenant};
 use crate::repo::users::{self, UserView};
+use crate::store::Transaction;
 use crate::validate;
 
 #[derive(Deserialize)]
@@ -57,9 +58,13 @@ pub async fn create(req: Request, ctx: &AppContext) -> HandlerResult {
     crate::http::record_tenant(&req, &tenant.id);
     let owner = new_user(ctx, &tenant.id, &email, &owner_name, &password, Role::Owner).await?;
     let (session, tokens) = start_session(ctx, &req, &owner)?;
+    let mut writes = Transaction::new();
+    writes
+        .add("the shop", tenants::create(&tenant)?)?
+        .add("the owner's first session", session)?;
     let alongside = users::Alongside {
         tenant_must_exist: false,
-        writes: vec![tenants::create(&tenant)?, session],
+        writes,
     };
     users::create(ctx.table.as_ref(), &owner, &email, alongside)
         .await

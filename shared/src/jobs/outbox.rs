@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::worker::Job;
 use crate::queue::{Outgoing, Queue, MAX_BATCH};
-use crate::store::{Condition, Index, Item, Key, Query, StoreError, Table, TxOp};
+use crate::store::{Condition, Index, Item, Key, Query, StoreError, Table, Transaction, TxOp};
 
 /// How many partitions the outbox spreads over.
 pub const SHARDS: u32 = 8;
@@ -160,17 +160,13 @@ async fn park(table: &dyn Table, item: &Item, shard: u32, reason: &str) -> anyho
         .clone()
         .with(crate::store::PK, format!("{DEAD_PREFIX}{shard}"))
         .with("parked_because", reason);
-    table
-        .transact(vec![
-            TxOp::Put {
-                item: parked,
-                condition: None,
-            },
-            TxOp::Delete {
-                key: key.clone(),
-                condition: Some(Condition::Exists),
-            },
-        ])
+    let mut tx = Transaction::new();
+    tx.put("the parked copy", parked, None)?.delete(
+        "the item in its shard",
+        key.clone(),
+        Some(Condition::Exists),
+    )?;
+    tx.commit(table)
         .await
         .with_context(|| format!("parking outbox item {}", key.sk))
 }

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{SessionId, TenantId, UserId};
 
 use crate::store::{
-    Condition, Index, Item, Key, Query, SortKey, StoreError, Table, TxOp, UpdateOp,
+    Condition, Index, Item, Key, Query, SortKey, StoreError, Table, Transaction, TransactionError,
+    TxOp, UpdateOp,
 };
 
 /// How long a session lives without being used.
@@ -136,19 +137,15 @@ pub async fn rotate(
     // Kept as long as the session could be left idle: a spent token is recognised for as
     // long as the session it belonged to could still be refreshed.
     let spent = Item::new(&spent_key(session, &session.refresh_hash)).with_ttl(now + IDLE_SECONDS);
-    table
-        .transact(vec![
-            TxOp::Update {
-                key: key(&session.tenant_id, &session.user_id, &session.id),
-                ops,
-                condition: Some(condition),
-            },
-            TxOp::Put {
-                item: spent,
-                condition: None,
-            },
-        ])
-        .await
+    let mut tx = Transaction::new();
+    tx.update(
+        "the session's current token",
+        key(&session.tenant_id, &session.user_id, &session.id),
+        ops,
+        Some(condition),
+    )?
+    .put("the spent token's record", spent, None)?;
+    tx.commit(table).await.map_err(TransactionError::into_store)
 }
 
 /// Ends a session by deleting it: its refresh token stops working at once. `false` when

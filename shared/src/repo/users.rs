@@ -8,7 +8,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Email, Role, TenantId, UserId};
-use crate::store::{Condition, Index, Item, Key, Query, StoreError, Table, TxOp, UpdateOp};
+use crate::store::{
+    Condition, Index, Item, Key, Query, StoreError, Table, Transaction, TransactionError, UpdateOp,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
@@ -87,9 +89,15 @@ pub enum CreateError {
 pub struct Alongside {
     /// Fail unless the tenant exists (signup); not for a tenant created in the same call.
     pub tenant_must_exist: bool,
-    /// Further writes that land with the user or not at all (its tenant, its first session).
-    pub writes: Vec<TxOp>,
+    /// Further writes that land with the user or not at all (its tenant, its first session),
+    /// each under its own label.
+    pub writes: Transaction<&'static str>,
 }
+
+/// The labels of the operations [`create`] adds to its transaction.
+const SHOP_EXISTS: &str = "the shop's existence";
+const USER: &str = "the user";
+const EMAIL_LOCK: &str = "the email lock";
 
 /// Creates a user and its email lock, both only if new, with `alongside` in one
 /// transaction, and names which condition failed: the email lock is what makes two
@@ -101,30 +109,18 @@ pub async fn create(
     email: &Email,
     alongside: Alongside,
 ) -> Result<(), CreateError> {
-    let mut ops = Vec::new();
+    let mut tx = alongside.writes;
     if alongside.tenant_must_exist {
-        ops.push(super::tenants::must_exist(&user.tenant_id));
+        tx.add(SHOP_EXISTS, super::tenants::must_exist(&user.tenant_id))?;
     }
-    ops.push(TxOp::Put {
-        item: item(user)?,
-        condition: Some(Condition::NotExists),
-    });
-    let email_op = ops.len();
+    tx.put(USER, item(user)?, Some(Condition::NotExists))?;
     let lock = Item::new(&email_key(&user.tenant_id, email)).with("user_id", user.id.as_str());
-    ops.push(TxOp::Put {
-        item: lock,
-        condition: Some(Condition::NotExists),
-    });
-    ops.extend(alongside.writes);
-    match table.transact(ops).await {
+    tx.put(EMAIL_LOCK, lock, Some(Condition::NotExists))?;
+    match tx.commit(table).await {
         Ok(()) => Ok(()),
-        Err(StoreError::ConditionFailed { op: Some(0) }) if alongside.tenant_must_exist => {
-            Err(CreateError::TenantMissing)
-        }
-        Err(StoreError::ConditionFailed { op: Some(op) }) if op == email_op => {
-            Err(CreateError::EmailTaken)
-        }
-        Err(other) => Err(CreateError::Store(other)),
+        Err(TransactionError::Refused(SHOP_EXISTS)) => Err(CreateError::TenantMissing),
+        Err(TransactionError::Refused(EMAIL_LOCK)) => Err(CreateError::EmailTaken),
+        Err(other) => Err(CreateError::Store(other.into_store())),
     }
 }
 
@@ -183,16 +179,16 @@ pub async fn set_role(
     ]);
     let target = key(&user.tenant_id, &user.id);
     if user.role == Role::Owner && role != Role::Owner {
-        let caller_is_owner = TxOp::Check {
-            key: key(&user.tenant_id, by),
-            condition: Condition::eq("role", Role::Owner.as_str()),
-        };
-        let update = TxOp::Update {
-            key: target.clone(),
-            ops,
-            condition: Some(condition),
-        };
-        table.transact(vec![update, caller_is_owner]).await?;
+        let mut tx = Transaction::new();
+        tx.update("the member's role", target.clone(), ops, Some(condition))?
+            .check(
+                "the caller still an owner",
+                key(&user.tenant_id, by),
+                Condition::eq("role", Role::Owner.as_str()),
+            )?;
+        tx.commit(table)
+            .await
+            .map_err(TransactionError::into_store)?;
         let updated = table.get(&target).await?;
         return updated
             .ok_or_else(|| {

@@ -8,6 +8,9 @@
 
 pub mod dynamo;
 pub mod embedded;
+mod transaction;
+
+pub use transaction::{Transaction, TransactionError};
 
 use std::collections::BTreeMap;
 
