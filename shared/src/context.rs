@@ -24,7 +24,7 @@ use crate::crypto::SigningKey;
 use crate::ids::{IdGenerator, UlidGenerator};
 use crate::queue::embedded::{EmbeddedQueue, EmbeddedQueues, QueueConfig};
 use crate::queue::sqs::SqsQueue;
-use crate::queue::{Outgoing, Queue, QueueError, Received, Redrive};
+use crate::queue::{Outgoing, Queue, QueueError, Received, Redrive, Sent};
 use crate::store::dynamo::DynamoTable;
 use crate::store::embedded::{EmbeddedTable, OpenError};
 use crate::store::Table;
@@ -292,7 +292,7 @@ impl Queue for Unconfigured {
     async fn send(&self, _: Outgoing) -> Result<String, QueueError> {
         Err(self.error().into())
     }
-    async fn send_batch(&self, _: Vec<Outgoing>) -> Result<Vec<String>, QueueError> {
+    async fn send_batch(&self, _: Vec<Outgoing>) -> Result<Vec<Sent>, QueueError> {
         Err(self.error().into())
     }
     async fn receive(&self, _: usize) -> Result<Vec<Received>, QueueError> {

@@ -10,7 +10,7 @@ use storefront::clock::Clock as _;
 use storefront::jobs::outbox::{enqueue, relay_all, relay_shard, shard_of, MAX_BATCHES_PER_CALL};
 use storefront::jobs::worker::Job;
 use storefront::queue::embedded::{EmbeddedQueue, EmbeddedQueues, QueueConfig};
-use storefront::queue::{Outgoing, Queue, QueueError, Received};
+use storefront::queue::{Outgoing, Queue, QueueError, Received, Sent};
 use storefront::store::{Condition, Item, Key, TxOp};
 
 use crate::helpers;
@@ -116,7 +116,7 @@ impl Queue for Unreachable {
     async fn send(&self, _: Outgoing) -> Result<String, QueueError> {
         Err(QueueError::Backend(anyhow::anyhow!("queue unreachable")))
     }
-    async fn send_batch(&self, _: Vec<Outgoing>) -> Result<Vec<String>, QueueError> {
+    async fn send_batch(&self, _: Vec<Outgoing>) -> Result<Vec<Sent>, QueueError> {
         Err(QueueError::Backend(anyhow::anyhow!("queue unreachable")))
     }
     async fn receive(&self, _: usize) -> Result<Vec<Received>, QueueError> {
@@ -174,7 +174,123 @@ pub async fn an_item_that_can_never_be_sent_is_parked_and_the_jobs_behind_it_go(
     );
 }
 
+/// A queue that refuses the first entry of every batch as the message's own fault, the
+/// second as a passing failure (as SQS's `SendMessageBatch` can), and passes the rest on.
+struct PartlyRefusing<'q>(&'q EmbeddedQueue);
+
+#[async_trait]
+impl Queue for PartlyRefusing<'_> {
+    async fn send(&self, message: Outgoing) -> Result<String, QueueError> {
+        self.0.send(message).await
+    }
+    async fn send_batch(&self, messages: Vec<Outgoing>) -> Result<Vec<Sent>, QueueError> {
+        let mut outcomes = Vec::new();
+        for (n, message) in messages.into_iter().enumerate() {
+            outcomes.push(match n {
+                0 => Sent::Refused {
+                    reason: "InvalidMessageContents: refused".into(),
+                    permanent: true,
+                },
+                1 => Sent::Refused {
+                    reason: "InternalError: try again".into(),
+                    permanent: false,
+                },
+                _ => Sent::Accepted(self.0.send(message).await?),
+            });
+        }
+        Ok(outcomes)
+    }
+    async fn receive(&self, max: usize) -> Result<Vec<Received>, QueueError> {
+        self.0.receive(max).await
+    }
+    async fn ack(&self, receipt: &str) -> Result<(), QueueError> {
+        self.0.ack(receipt).await
+    }
+    async fn retry_after(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
+        self.0.retry_after(receipt, delay).await
+    }
+}
+
+pub async fn a_partly_refused_batch_clears_what_was_sent_parks_what_never_can_be_and_keeps_the_rest(
+    f: Fixture,
+) {
+    let (queue, _dir) = jobs_queue(&f);
+    let shard = shard_of(TENANT);
+    for n in 0..5 {
+        f.table.write(enqueued(&f, n)).await.unwrap();
+    }
+    let refused = relay_shard(f.table.as_ref(), &PartlyRefusing(&queue), shard).await;
+    assert!(
+        refused.is_err(),
+        "a passing refusal is reported: {refused:?}"
+    );
+    let first = drain(&queue).await;
+    assert_eq!(first.len(), 3, "the three accepted, once: {first:?}");
+    assert!(f
+        .table
+        .get(&Key::new(format!("OUTBOX_DEAD#{shard}"), message_id(0)))
+        .await
+        .unwrap()
+        .is_some_and(|parked| parked.get_str("parked_because").is_some()));
+    // The next round sends only what was held back: none of the three again.
+    assert_eq!(
+        relay_shard(f.table.as_ref(), &queue, shard).await.unwrap(),
+        1
+    );
+    assert_eq!(drain(&queue).await, [job(1).to_body().unwrap()]);
+    assert_eq!(
+        relay_shard(f.table.as_ref(), &queue, shard).await.unwrap(),
+        0
+    );
+}
+
+pub async fn a_job_holding_characters_sqs_refuses_is_escaped_when_written_and_sent(f: Fixture) {
+    let (queue, _dir) = jobs_queue(&f);
+    let odd = Job::DeleteBlob {
+        key: "uploads/odd-\u{FFFF}-\u{FFFE}".into(),
+    };
+    f.table
+        .write(enqueue(&odd, &message_id(9), TENANT, f.clock.now()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(relay_all(f.table.as_ref(), &queue).await.unwrap(), 1);
+    let bodies = drain(&queue).await;
+    assert_eq!(bodies.len(), 1);
+    assert!(
+        !bodies[0].contains('\u{FFFF}') && bodies[0].contains("\\uffff"),
+        "{:?}",
+        bodies[0]
+    );
+    let decoded: Job = serde_json::from_str(&bodies[0]).unwrap();
+    assert_eq!(decoded, odd, "the escape means the same JSON");
+}
+
+pub async fn an_item_sqs_would_refuse_already_in_the_outbox_is_parked(f: Fixture) {
+    let (queue, _dir) = jobs_queue(&f);
+    let shard = shard_of(TENANT);
+    // Written before bodies were escaped: a raw U+FFFF that SQS refuses, for ever.
+    let item = Item::new(&Key::new(format!("OUTBOX#{shard}"), message_id(0)))
+        .with("body", "{\"type\":\"delete_blob\",\"key\":\"\u{FFFF}\"}")
+        .with("created_at", "2026-12-01T00:00:00Z");
+    f.table.put(item, None).await.unwrap();
+    f.table.write(enqueued(&f, 1)).await.unwrap();
+    assert_eq!(
+        relay_shard(f.table.as_ref(), &queue, shard).await.unwrap(),
+        1
+    );
+    assert_eq!(drain(&queue).await, [job(1).to_body().unwrap()]);
+    assert!(f
+        .table
+        .get(&Key::new(format!("OUTBOX_DEAD#{shard}"), message_id(0)))
+        .await
+        .unwrap()
+        .is_some());
+}
+
 conformance!(embedded, dynamo;
+    a_partly_refused_batch_clears_what_was_sent_parks_what_never_can_be_and_keeps_the_rest,
+    a_job_holding_characters_sqs_refuses_is_escaped_when_written_and_sent,
+    an_item_sqs_would_refuse_already_in_the_outbox_is_parked,
     an_item_that_can_never_be_sent_is_parked_and_the_jobs_behind_it_go,
     a_job_written_with_its_change_is_sent_once_and_cleared,
     a_change_that_fails_sends_nothing,

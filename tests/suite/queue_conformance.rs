@@ -14,7 +14,7 @@ use storefront::clock::{Clock, SystemClock};
 use storefront::queue::embedded::{EmbeddedQueue, EmbeddedQueues, QueueConfig};
 use storefront::queue::sqs::{create_queue_with_dlq, SqsQueue};
 use storefront::queue::{
-    Outgoing, Queue, QueueError, Received, Redrive, MAX_BATCH, MAX_BODY_BYTES, MAX_DELAY,
+    Outgoing, Queue, QueueError, Received, Redrive, Sent, MAX_BATCH, MAX_BODY_BYTES, MAX_DELAY,
 };
 
 use crate::helpers;
@@ -227,13 +227,28 @@ async fn a_batch_of_ten_is_delivered_whole_and_a_batch_over_the_limits_sends_not
     );
     let empty = f.queue.send_batch(Vec::new()).await;
     assert!(is_invalid(&empty), "an empty batch: {empty:?}");
+    let mut unsendable = refused(MAX_BATCH - 1);
+    unsendable.push(Outgoing::new("a U+FFFF: \u{FFFF}"));
+    let unsendable = f.queue.send_batch(unsendable).await;
+    assert!(
+        is_invalid(&unsendable),
+        "a character SQS refuses: {unsendable:?}"
+    );
+    let alone = f.queue.send(Outgoing::new("\u{0}")).await;
+    assert!(is_invalid(&alone), "a NUL: {alone:?}");
 
     let sent: Vec<String> = (0..MAX_BATCH).map(|i| format!("ok-{i}")).collect();
-    let ids = f
+    let ids: Vec<String> = f
         .queue
         .send_batch(sent.iter().map(Outgoing::new).collect())
         .await
-        .unwrap();
+        .unwrap()
+        .into_iter()
+        .map(|outcome| match outcome {
+            Sent::Accepted(id) => id,
+            refused => panic!("a valid message was refused: {refused:?}"),
+        })
+        .collect();
     assert_eq!(ids.len(), MAX_BATCH);
     assert_eq!(
         ids.iter().collect::<BTreeSet<_>>().len(),

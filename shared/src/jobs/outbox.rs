@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::worker::Job;
-use crate::queue::{Outgoing, Queue, MAX_BATCH};
+use crate::queue::{Outgoing, Queue, Sent, MAX_BATCH};
 use crate::store::{Condition, Index, Item, Key, Query, StoreError, Table, Transaction, TxOp};
 
 /// How many partitions the outbox spreads over.
@@ -74,6 +74,7 @@ pub fn enqueue(
 ) -> Result<TxOp, StoreError> {
     let body = job
         .to_body()
+        .map(crate::queue::json_for_sqs)
         .map_err(|e| StoreError::Invalid(format!("job does not serialise: {e}")))?;
     crate::queue::validate(&Outgoing::new(body.as_str()))
         .map_err(|e| StoreError::Invalid(format!("job cannot be queued: {e}")))?;
@@ -107,33 +108,50 @@ pub async fn relay_shard(
             break;
         }
         let mut keys = Vec::with_capacity(page.items.len());
+        let mut sendable_items = Vec::with_capacity(page.items.len());
         let mut messages = Vec::with_capacity(page.items.len());
         for item in &page.items {
             let key = item.key()?;
             match sendable(item) {
                 Ok(message) => {
                     keys.push(key);
+                    sendable_items.push(item);
                     messages.push(message);
                 }
                 Err(reason) => park(table, item, shard, &reason).await?,
             }
         }
         if !messages.is_empty() {
-            queue
+            let outcomes = queue
                 .send_batch(messages)
                 .await
                 .with_context(|| format!("sending {} outbox jobs of shard {shard}", keys.len()))?;
-            for key in &keys {
-                // Another relay may have sent and deleted it meanwhile; that is fine.
-                match table.delete(key, Some(Condition::Exists)).await {
-                    Ok(_) | Err(StoreError::ConditionFailed { .. }) => {}
-                    Err(e) => {
-                        return Err(e).with_context(|| format!("clearing outbox item {}", key.sk))
+            let mut held_back = Vec::new();
+            let mut sent_now = 0;
+            // Each entry on its own: what was accepted is cleared (and never sent again),
+            // what SQS says can never be sent is parked, and the rest waits for a retry.
+            for ((key, item), outcome) in keys.iter().zip(&sendable_items).zip(outcomes) {
+                match outcome {
+                    Sent::Accepted(_) => {
+                        clear(table, key).await?;
+                        sent_now += 1;
                     }
+                    Sent::Refused {
+                        reason,
+                        permanent: true,
+                    } => park(table, item, shard, &reason).await?,
+                    Sent::Refused { reason, .. } => held_back.push(format!("{}: {reason}", key.sk)),
                 }
             }
-            sent += keys.len();
-            tracing::info!(shard, count = keys.len(), "outbox jobs sent");
+            sent += sent_now;
+            tracing::info!(shard, count = sent_now, "outbox jobs sent");
+            if !held_back.is_empty() {
+                anyhow::bail!(
+                    "the queue refused {} outbox jobs of shard {shard} for now (they stay in the outbox): {}",
+                    held_back.len(),
+                    held_back.join("; ")
+                );
+            }
         }
         if page.next.is_none() {
             // The page was the rest of the shard: no need to ask again.
@@ -141,6 +159,14 @@ pub async fn relay_shard(
         }
     }
     Ok(sent)
+}
+
+/// Deletes a sent item. Another relay may have sent and deleted it meanwhile; that is fine.
+async fn clear(table: &dyn Table, key: &Key) -> anyhow::Result<()> {
+    match table.delete(key, Some(Condition::Exists)).await {
+        Ok(_) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("clearing outbox item {}", key.sk)),
+    }
 }
 
 /// The message an outbox item becomes, or why it can never be one.

@@ -14,7 +14,9 @@ use async_trait::async_trait;
 use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::{validate, validate_batch, Outgoing, Queue, QueueError, Received, Redrive, MAX_BATCH};
+use super::{
+    validate, validate_batch, Outgoing, Queue, QueueError, Received, Redrive, Sent, MAX_BATCH,
+};
 use crate::clock::Clock;
 use crate::store::embedded::{open_database, OpenError};
 
@@ -302,10 +304,13 @@ impl Queue for EmbeddedQueue {
             .ok_or_else(|| QueueError::Backend(anyhow::anyhow!("send stored nothing")))
     }
 
-    async fn send_batch(&self, messages: Vec<Outgoing>) -> Result<Vec<String>, QueueError> {
+    async fn send_batch(&self, messages: Vec<Outgoing>) -> Result<Vec<Sent>, QueueError> {
         validate_batch(&messages)?;
-        self.blocking(move |db, name, _, now| send_all(db, name, &messages, now))
-            .await
+        let ids = self
+            .blocking(move |db, name, _, now| send_all(db, name, &messages, now))
+            .await?;
+        // One write transaction: every message is accepted, or the call fails.
+        Ok(ids.into_iter().map(Sent::Accepted).collect())
     }
 
     async fn receive(&self, max: usize) -> Result<Vec<Received>, QueueError> {

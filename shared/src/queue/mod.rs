@@ -42,6 +42,17 @@ impl Outgoing {
     }
 }
 
+/// What became of one message of a batch: SQS has no all-or-nothing batch, so each
+/// entry is accepted or refused on its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// Accepted, with the message's id.
+    Accepted(String),
+    /// Refused. `permanent` when the fault is the message's own (SQS's `SenderFault`), so
+    /// sending it again cannot help; otherwise it may be sent again later.
+    Refused { reason: String, permanent: bool },
+}
+
 /// A received message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Received {
@@ -72,7 +83,38 @@ pub enum QueueError {
     Backend(#[from] anyhow::Error),
 }
 
+/// Whether SQS accepts `c` in a message body: #x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to
+/// #xFFFD | #x10000 to #x10FFFF (a Rust string holds no surrogates).
+/// <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html>
+fn sqs_allows(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
+}
+
+/// A JSON text made safe for SQS: the characters SQS refuses can only stand inside JSON
+/// strings there (serde_json already escapes every control character), so each is written
+/// as its `\uXXXX` escape, which means the same JSON.
+pub fn json_for_sqs(json: String) -> String {
+    if json.chars().all(sqs_allows) {
+        return json;
+    }
+    json.chars()
+        .fold(String::with_capacity(json.len() + 12), |mut out, c| {
+            if sqs_allows(c) {
+                out.push(c);
+            } else {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            }
+            out
+        })
+}
+
 pub(crate) fn validate(message: &Outgoing) -> Result<(), QueueError> {
+    if let Some(c) = message.body.chars().find(|c| !sqs_allows(*c)) {
+        return Err(QueueError::Invalid(format!(
+            "a message body cannot hold U+{:04X}, which SQS refuses",
+            u32::from(c)
+        )));
+    }
     if message.delay > MAX_DELAY {
         return Err(QueueError::Invalid(format!(
             "delay {:?} is over SQS's 15 minutes",
@@ -103,12 +145,33 @@ pub(crate) fn validate_batch(messages: &[Outgoing]) -> Result<(), QueueError> {
 pub trait Queue: Send + Sync {
     /// Sends one message and returns its id.
     async fn send(&self, message: Outgoing) -> Result<String, QueueError>;
-    /// Sends up to ten messages at once; all are accepted or the call fails.
-    async fn send_batch(&self, messages: Vec<Outgoing>) -> Result<Vec<String>, QueueError>;
+    /// Sends up to ten messages at once and says what became of each, in order; the call
+    /// fails as a whole only when nothing could be sent (or the batch breaks a limit).
+    async fn send_batch(&self, messages: Vec<Outgoing>) -> Result<Vec<Sent>, QueueError>;
     /// Receives up to `max` (1..=10) visible messages, hiding them for the visibility timeout.
     async fn receive(&self, max: usize) -> Result<Vec<Received>, QueueError>;
     /// Deletes a received message: it was handled.
     async fn ack(&self, receipt: &str) -> Result<(), QueueError>;
     /// Makes a received message visible again after `delay` instead of the full timeout.
     async fn retry_after(&self, receipt: &str, delay: Duration) -> Result<(), QueueError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_made_safe_for_sqs_without_changing_its_meaning() {
+        let raw = serde_json::to_string(&serde_json::json!({"k": "a\u{FFFF}b\u{FFFE}\u{0001}é"}))
+            .unwrap();
+        assert!(validate(&Outgoing::new(raw.as_str())).is_err());
+        let safe = json_for_sqs(raw.clone());
+        assert!(validate(&Outgoing::new(safe.as_str())).is_ok(), "{safe}");
+        let (before, after): (serde_json::Value, serde_json::Value) = (
+            serde_json::from_str(&raw).unwrap(),
+            serde_json::from_str(&safe).unwrap(),
+        );
+        assert_eq!(before, after);
+        assert_eq!(json_for_sqs("{\"k\":\"é\"}".into()), "{\"k\":\"é\"}");
+    }
 }

@@ -16,7 +16,7 @@ use aws_sdk_sqs::types::{
 };
 use aws_sdk_sqs::Client;
 
-use super::{validate, validate_batch, Outgoing, Queue, QueueError, Received, MAX_BATCH};
+use super::{validate, validate_batch, Outgoing, Queue, QueueError, Received, Sent, MAX_BATCH};
 
 /// The longest a received message can be kept hidden
 /// (<https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-visibility-timeout.html>).
@@ -79,21 +79,34 @@ fn received(message: &Message) -> anyhow::Result<Received> {
 }
 
 /// Ids of a batch's successful entries, in the order the messages were given.
-fn batch_ids(
-    successful: &[aws_sdk_sqs::types::SendMessageBatchResultEntry],
+/// Each entry's outcome, in the batch's order, from SQS's answer (entries are named by
+/// their index in the batch).
+fn batch_outcomes(
+    output: &aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput,
     sent: usize,
-) -> anyhow::Result<Vec<String>> {
-    let mut ids = vec![None; sent];
-    for entry in successful {
-        let slot = entry
-            .id()
-            .parse::<usize>()
+) -> anyhow::Result<Vec<Sent>> {
+    let mut outcomes = vec![None; sent];
+    let slot = |id: &str| {
+        id.parse::<usize>()
             .ok()
-            .and_then(|index| ids.get_mut(index))
-            .with_context(|| format!("SQS answered for an unknown batch entry `{}`", entry.id()))?;
-        *slot = Some(entry.message_id().to_owned());
+            .filter(|index| *index < sent)
+            .with_context(|| format!("SQS answered for an unknown batch entry `{id}`"))
+    };
+    for entry in output.successful() {
+        outcomes[slot(entry.id())?] = Some(Sent::Accepted(entry.message_id().to_owned()));
     }
-    ids.into_iter()
+    for entry in output.failed() {
+        outcomes[slot(entry.id())?] = Some(Sent::Refused {
+            reason: format!(
+                "{}: {}",
+                entry.code(),
+                entry.message().unwrap_or("no message")
+            ),
+            permanent: entry.sender_fault(),
+        });
+    }
+    outcomes
+        .into_iter()
         .collect::<Option<Vec<_>>>()
         .context("SQS SendMessageBatch did not answer for every entry")
 }
@@ -119,7 +132,7 @@ impl Queue for SqsQueue {
     }
 
     #[tracing::instrument(skip_all, fields(queue = %self.url, messages = messages.len()))]
-    async fn send_batch(&self, messages: Vec<Outgoing>) -> Result<Vec<String>, QueueError> {
+    async fn send_batch(&self, messages: Vec<Outgoing>) -> Result<Vec<Sent>, QueueError> {
         validate_batch(&messages)?;
         let sent = messages.len();
         let entries = messages
@@ -142,20 +155,7 @@ impl Queue for SqsQueue {
             .send()
             .await
             .map_err(|e| self.failed(e, "SendMessageBatch"))?;
-        if !output.failed().is_empty() {
-            let failed: Vec<String> = output
-                .failed()
-                .iter()
-                .map(|entry| format!("{} ({})", entry.id(), entry.code()))
-                .collect();
-            // The other entries were sent: SQS has no all-or-nothing batch.
-            return Err(QueueError::Backend(anyhow::anyhow!(
-                "SQS SendMessageBatch on {} refused entries {}",
-                self.url,
-                failed.join(", ")
-            )));
-        }
-        Ok(batch_ids(output.successful(), sent)
+        Ok(batch_outcomes(&output, sent)
             .with_context(|| format!("SQS SendMessageBatch on {}", self.url))?)
     }
 
@@ -301,4 +301,68 @@ async fn queue_arn(client: &Client, url: &str) -> anyhow::Result<String> {
         .and_then(|attrs| attrs.get(&QueueAttributeName::QueueArn))
         .cloned()
         .with_context(|| format!("SQS GetQueueAttributes on {url} returned no QueueArn"))
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
+    use aws_sdk_sqs::types::{BatchResultErrorEntry, SendMessageBatchResultEntry};
+
+    use super::*;
+
+    #[test]
+    fn a_partly_failed_batch_is_read_entry_by_entry_in_the_order_sent() {
+        let output = SendMessageBatchOutput::builder()
+            .successful(
+                SendMessageBatchResultEntry::builder()
+                    .id("2")
+                    .message_id("m-2")
+                    .md5_of_message_body("x")
+                    .build()
+                    .unwrap(),
+            )
+            .successful(
+                SendMessageBatchResultEntry::builder()
+                    .id("0")
+                    .message_id("m-0")
+                    .md5_of_message_body("x")
+                    .build()
+                    .unwrap(),
+            )
+            .failed(
+                BatchResultErrorEntry::builder()
+                    .id("1")
+                    .code("InternalError")
+                    .sender_fault(false)
+                    .build()
+                    .unwrap(),
+            )
+            .failed(
+                BatchResultErrorEntry::builder()
+                    .id("3")
+                    .code("InvalidMessageContents")
+                    .sender_fault(true)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let outcomes = batch_outcomes(&output, 4).unwrap();
+        assert_eq!(outcomes[0], Sent::Accepted("m-0".into()));
+        assert!(matches!(
+            &outcomes[1],
+            Sent::Refused {
+                permanent: false,
+                ..
+            }
+        ));
+        assert_eq!(outcomes[2], Sent::Accepted("m-2".into()));
+        assert!(
+            matches!(&outcomes[3], Sent::Refused { permanent: true, reason } if reason.starts_with("InvalidMessageContents"))
+        );
+        assert!(
+            batch_outcomes(&output, 3).is_err(),
+            "an entry outside the batch is an error"
+        );
+    }
 }

@@ -1,6 +1,8 @@
 //! Test harness: temporary data directories, the in-process local server, and moto's
 //! server (started once per test run on a free loopback port, stopped when the run ends).
 
+pub mod api;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

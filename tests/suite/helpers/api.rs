@@ -1,0 +1,209 @@
+//! The API as a test client sees it, over either adapter: [`embedded`] or [`dynamo`] (moto)
+//! give an [`Api`] whose clock the test moves; its calls go through `dispatch` (the path
+//! Lambda and the local server share) and come back as a [`Reply`]; [`Api::create_shop`],
+//! [`Api::signup`], [`Api::login`] and [`Api::add_member`] make the people a test needs,
+//! so a feature's tests read as sentences.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, Method};
+use serde_json::{json, Value};
+use storefront::auth::tokens::KeyRing;
+use storefront::clock::{Clock, ManualClock};
+use storefront::config::{AwsConfig, RateLimits};
+use storefront::context::AppContext;
+use storefront::edge::dispatch;
+use storefront::http::ClientIp;
+use storefront::routes::ROUTES;
+
+use crate::helpers;
+
+/// The API over one adapter, a clock the test moves, and whatever keeps the store alive.
+pub struct Api {
+    pub ctx: AppContext,
+    pub clock: Arc<ManualClock>,
+    _guard: Option<tempfile::TempDir>,
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn token(&self) -> String {
+        self.body["tokens"]["access_token"]
+            .as_str()
+            .or(self.body["access_token"].as_str())
+            .expect("an access token")
+            .to_owned()
+    }
+    pub fn refresh(&self) -> String {
+        self.body["tokens"]["refresh_token"]
+            .as_str()
+            .or(self.body["refresh_token"].as_str())
+            .expect("a refresh token")
+            .to_owned()
+    }
+    pub fn slug(&self) -> &str {
+        self.body["type"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches("https://storefront.dev/problems/")
+    }
+}
+
+pub fn manual_clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(chrono::Utc::now()))
+}
+
+pub async fn embedded() -> Api {
+    let dir = helpers::temp_dir();
+    let clock = manual_clock();
+    let embedded = AppContext::embedded(
+        dir.path(),
+        "http://127.0.0.1:9",
+        RateLimits::default(),
+        clock.clone() as Arc<dyn Clock>,
+    )
+    .expect("open");
+    Api {
+        ctx: embedded.ctx,
+        clock,
+        _guard: Some(dir),
+    }
+}
+
+pub async fn dynamo() -> Api {
+    let sdk = helpers::moto_sdk().await;
+    let table = helpers::unique("identity");
+    storefront::store::dynamo::create_table(&aws_sdk_dynamodb::Client::new(&sdk), &table)
+        .await
+        .expect("table");
+    let clock = manual_clock();
+    let config = AwsConfig {
+        table,
+        queue_url: None,
+        bucket: None,
+        limits: RateLimits::default(),
+        session_lifetime: chrono::Duration::seconds(storefront::config::DEFAULT_SESSION_LIFETIME_S),
+    };
+    let mut ctx = AppContext::aws(&sdk, &config, clock.clone() as Arc<dyn Clock>);
+    let key = ("k1".to_owned(), KeyRing::generate_key().expect("key"));
+    ctx.keys = Arc::new(KeyRing::from_private_keys(&[key]).expect("ring"));
+    Api {
+        ctx,
+        clock,
+        _guard: None,
+    }
+}
+
+/// A shop with its owner signed in.
+pub struct Shop {
+    pub tenant_id: String,
+    pub owner_id: String,
+    pub owner: String,
+    pub owner_refresh: String,
+}
+
+impl Api {
+    pub async fn call_from(
+        &self,
+        ip: &str,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = helpers::api_request(method, path, token, body);
+        req.extensions_mut().insert(ClientIp(ip.to_owned()));
+        let response = dispatch(&self.ctx, ROUTES, req).await;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes: &[u8] = response.body().as_ref();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(bytes).expect("a JSON body")
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        self.call_from("203.0.113.1", method, path, token, body)
+            .await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Reply {
+        self.call(Method::DELETE, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.call(Method::PATCH, path, token, Some(body)).await
+    }
+
+    pub async fn create_shop(&self, email: &str) -> Shop {
+        let body = json!({"name": "Tea Shop", "currency": "eur", "owner": {"email": email, "password": "correct horse battery", "name": "Ada"}});
+        let reply = self.post("/v1/tenants", None, body).await;
+        assert_eq!(reply.status, 201, "{:?}", reply.body);
+        Shop {
+            tenant_id: reply.body["tenant"]["id"].as_str().expect("id").to_owned(),
+            owner_id: reply.body["user"]["id"].as_str().expect("id").to_owned(),
+            owner: reply.token(),
+            owner_refresh: reply.refresh(),
+        }
+    }
+
+    pub async fn refresh(&self, token: &str) -> Reply {
+        self.post("/v1/auth/refresh", None, json!({"refresh_token": token}))
+            .await
+    }
+
+    pub async fn signup(&self, tenant_id: &str, email: &str) -> Reply {
+        let body = json!({"tenant_id": tenant_id, "email": email, "password": "a long passphrase", "name": "Grace"});
+        self.post("/v1/auth/signup", None, body).await
+    }
+
+    pub async fn login(&self, tenant_id: &str, email: &str, password: &str) -> Reply {
+        self.login_from("198.51.100.7", tenant_id, email, password)
+            .await
+    }
+
+    pub async fn login_from(
+        &self,
+        ip: &str,
+        tenant_id: &str,
+        email: &str,
+        password: &str,
+    ) -> Reply {
+        let body = json!({"tenant_id": tenant_id, "email": email, "password": password});
+        self.call_from(ip, Method::POST, "/v1/auth/login", None, Some(body))
+            .await
+    }
+
+    pub async fn add_member(&self, token: &str, email: &str, role: &str) -> Reply {
+        let body =
+            json!({"email": email, "name": "Member", "password": "member password", "role": role});
+        self.post("/v1/members", Some(token), body).await
+    }
+}
