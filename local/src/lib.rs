@@ -111,6 +111,33 @@ pub struct Options {
         value_parser = non_empty_secret
     )]
     pub payment_webhook_secret: Option<SecretString>,
+    /// The most connections served at once; more wait to be accepted.
+    #[arg(long, env = "STOREFRONT_MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
+    /// Seconds a client may take to send a request's headers, or its body: a client that
+    /// stalls (or holds a connection idle) is cut off after this.
+    #[arg(long, env = "STOREFRONT_READ_TIMEOUT_S", default_value_t = 30)]
+    pub read_timeout_s: u64,
+}
+
+impl Options {
+    /// The defaults `storefront-local` starts with, on `addr` over `data_dir`.
+    pub fn new(addr: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            addr,
+            data_dir,
+            payment_webhook_secret: None,
+            max_connections: 512,
+            read_timeout_s: 30,
+        }
+    }
+}
+
+/// Limits on what one client can hold of the server.
+#[derive(Clone, Copy, Debug)]
+struct ConnectionLimits {
+    max_connections: usize,
+    read_timeout: Duration,
 }
 
 /// A secret given on the command line or in the environment, trimmed; empty is unset.
@@ -158,6 +185,7 @@ impl Server {
         };
         embedded.ctx.payment_webhook_secret = Some(payment_secret);
         embedded.ctx.session_lifetime = storefront::config::session_lifetime()?;
+        embedded.ctx.audit_retention = storefront::config::audit_retention()?;
         let (stop, stopped) = watch::channel(false);
         let worker = tokio::spawn(storefront::jobs::run_queue(
             embedded.ctx.clone(),
@@ -172,7 +200,11 @@ impl Server {
             WORKER_POLL,
             stopped.clone(),
         ));
-        let http = tokio::spawn(serve(listener, embedded.clone(), stopped));
+        let limits = ConnectionLimits {
+            max_connections: options.max_connections.max(1),
+            read_timeout: Duration::from_secs(options.read_timeout_s.max(1)),
+        };
+        let http = tokio::spawn(serve(listener, embedded.clone(), limits, stopped));
         Ok(Self {
             url,
             embedded,
@@ -254,10 +286,26 @@ impl ShutdownSignal {
     }
 }
 
-async fn serve(listener: TcpListener, embedded: Embedded, mut stopped: watch::Receiver<bool>) {
+/// Accepts connections while fewer than `max_connections` are open (the rest wait in the
+/// listen backlog), and cuts off a client that takes longer than `read_timeout` to send
+/// a request's headers (an idle keep-alive connection included) or its body.
+async fn serve(
+    listener: TcpListener,
+    embedded: Embedded,
+    limits: ConnectionLimits,
+    mut stopped: watch::Receiver<bool>,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let embedded = Arc::new(embedded);
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
+        let permit = tokio::select! {
+            permit = open.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = stopped.changed() => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -270,15 +318,22 @@ async fn serve(listener: TcpListener, embedded: Embedded, mut stopped: watch::Re
                 let embedded = embedded.clone();
                 let service = hyper::service::service_fn(move |req| {
                     let embedded = embedded.clone();
-                    async move { Ok::<_, std::convert::Infallible>(route(&embedded, peer, req).await) }
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            route(&embedded, peer, limits.read_timeout, req).await,
+                        )
+                    }
                 });
                 let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(limits.read_timeout)
                     .serve_connection(TokioIo::new(stream), service);
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
                     if let Err(e) = connection.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
+                    drop(permit);
                 });
             }
             _ = stopped.changed() => break,
@@ -295,23 +350,54 @@ async fn serve(listener: TcpListener, embedded: Embedded, mut stopped: watch::Re
 
 type LocalResponse = http::Response<Full<Bytes>>;
 
+/// Reads at most `limit` bytes of a body, in at most `timeout`.
+async fn read_body(body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, BodyRefused> {
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(_)) => Err(BodyRefused::TooLarge),
+        Err(_) => Err(BodyRefused::TooSlow),
+    }
+}
+
+/// Why a request body was not read whole.
+enum BodyRefused {
+    TooLarge,
+    TooSlow,
+}
+
+/// 408 for a client that stopped sending its body (RFC 9110 §15.5.9).
+fn too_slow(embedded: &Embedded) -> LocalResponse {
+    let mut response = into_local(refuse(
+        &embedded.ctx,
+        ApiError::bad_request("The request body did not arrive in time."),
+    ));
+    *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
 async fn route(
     embedded: &Embedded,
     peer: SocketAddr,
+    read_timeout: Duration,
     req: http::Request<Incoming>,
 ) -> LocalResponse {
     if req.uri().path().starts_with(ROUTE_PREFIX) {
-        return blob(embedded, req).await;
+        return blob(embedded, read_timeout, req).await;
     }
     let (parts, body) = req.into_parts();
-    let bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
+    let bytes = match read_body(body, MAX_BODY_BYTES, read_timeout).await {
+        Ok(bytes) => bytes,
+        Err(BodyRefused::TooLarge) => {
             let problem = ApiError::PayloadTooLarge {
                 limit: MAX_BODY_BYTES,
             };
             return into_local(refuse(&embedded.ctx, problem));
         }
+        Err(BodyRefused::TooSlow) => return too_slow(embedded),
     };
     let mut req = http::Request::from_parts(parts, body_of(bytes));
     req.extensions_mut().insert(ClientIp(peer.ip().to_string()));
@@ -341,7 +427,11 @@ fn into_local(response: storefront::http::Response) -> LocalResponse {
 }
 
 /// Serves a presigned blob URL: PUT stores, GET reads, both only with a valid signature.
-async fn blob(embedded: &Embedded, req: http::Request<Incoming>) -> LocalResponse {
+async fn blob(
+    embedded: &Embedded,
+    read_timeout: Duration,
+    req: http::Request<Incoming>,
+) -> LocalResponse {
     let blobs = &embedded.blobs;
     let key = req.uri().path().trim_start_matches(ROUTE_PREFIX).to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
@@ -351,16 +441,31 @@ async fn blob(embedded: &Embedded, req: http::Request<Incoming>) -> LocalRespons
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let content_length = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     let outcome = match method {
-        Method::PUT => match Limited::new(req.into_body(), MAX_UPLOAD_BYTES)
-            .collect()
-            .await
+        // Checked from the URL and headers first: a forged, expired or oversized upload is
+        // refused before a byte of its body is read, and the body is read no further than
+        // the signed length.
+        Method::PUT => match blobs.admit_put(&key, &query, content_type.as_deref(), content_length)
         {
-            Ok(body) => blobs
-                .accept_put(&key, &query, content_type.as_deref(), body.to_bytes())
-                .await
-                .map(|()| (StatusCode::OK, None)),
-            Err(_) => Err(PresignRefusal::WrongContentLength),
+            Ok(admitted) => {
+                let limit = usize::try_from(admitted.length)
+                    .unwrap_or(usize::MAX)
+                    .min(MAX_UPLOAD_BYTES);
+                match read_body(req.into_body(), limit, read_timeout).await {
+                    Ok(body) => blobs
+                        .store_put(admitted, body)
+                        .await
+                        .map(|()| (StatusCode::OK, None)),
+                    Err(BodyRefused::TooLarge) => Err(PresignRefusal::WrongContentLength),
+                    Err(BodyRefused::TooSlow) => return with_cors(too_slow(embedded)),
+                }
+            }
+            Err(refusal) => Err(refusal),
         },
         Method::GET => match blobs.serve_get(&key, &query).await {
             Ok(Some(blob)) => Ok((StatusCode::OK, Some(blob))),

@@ -15,6 +15,8 @@ pub struct AwsConfig {
     pub limits: RateLimits,
     /// `STOREFRONT_SESSION_LIFETIME_S`: see [`session_lifetime`].
     pub session_lifetime: chrono::Duration,
+    /// `STOREFRONT_AUDIT_RETENTION_DAYS`: see [`audit_retention`].
+    pub audit_retention: chrono::Duration,
 }
 
 /// Requests allowed per minute, shared by every instance through the table.
@@ -110,6 +112,28 @@ pub fn session_lifetime() -> Result<chrono::Duration, ConfigError> {
     }
 }
 
+/// How long audit entries are kept unless `STOREFRONT_AUDIT_RETENTION_DAYS` says otherwise.
+pub const DEFAULT_AUDIT_RETENTION_DAYS: i64 = 365;
+
+/// `STOREFRONT_AUDIT_RETENTION_DAYS`: days an audit entry is kept before it expires.
+pub fn audit_retention() -> Result<chrono::Duration, ConfigError> {
+    let name = "STOREFRONT_AUDIT_RETENTION_DAYS";
+    match optional(name) {
+        None => Ok(chrono::Duration::days(DEFAULT_AUDIT_RETENTION_DAYS)),
+        Some(value) => value
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|days| (1..=3650).contains(days))
+            .map(chrono::Duration::days)
+            .ok_or(ConfigError::Malformed {
+                name,
+                value,
+                expected: "a whole number of days from 1 to 3650",
+            }),
+    }
+}
+
 impl AwsConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
@@ -118,6 +142,7 @@ impl AwsConfig {
             bucket: optional("STOREFRONT_BUCKET"),
             limits: RateLimits::from_env()?,
             session_lifetime: session_lifetime()?,
+            audit_retention: audit_retention()?,
         })
     }
 }

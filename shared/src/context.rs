@@ -45,6 +45,8 @@ pub struct AppContext {
     pub limits: RateLimits,
     /// How long a session lives from sign-in, however often it is refreshed.
     pub session_lifetime: chrono::Duration,
+    /// How long audit entries are kept.
+    pub audit_retention: chrono::Duration,
     /// The keys that verify access tokens (and sign them, in functions that issue them).
     pub keys: Arc<KeyRing>,
     /// The payment provider's webhook signing secret (`whsec_…`), where this process verifies
@@ -98,6 +100,7 @@ impl AppContext {
             clock,
             limits: config.limits,
             session_lifetime: config.session_lifetime,
+            audit_retention: config.audit_retention,
             keys: Arc::new(KeyRing::empty()),
             payment_webhook_secret: None,
         }
@@ -149,6 +152,7 @@ impl AppContext {
             clock,
             limits,
             session_lifetime: chrono::Duration::seconds(crate::config::DEFAULT_SESSION_LIFETIME_S),
+            audit_retention: chrono::Duration::days(crate::config::DEFAULT_AUDIT_RETENTION_DAYS),
         };
         Ok(Embedded {
             ctx,

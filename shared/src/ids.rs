@@ -22,6 +22,7 @@ pub enum IdKind {
     Event,
     Request,
     Message,
+    Audit,
 }
 
 impl IdKind {
@@ -39,6 +40,7 @@ impl IdKind {
             Self::Event => "evt_",
             Self::Request => "req_",
             Self::Message => "msg_",
+            Self::Audit => "aud_",
         }
     }
 

@@ -18,6 +18,9 @@
 //!   ([`auth::admit`]) as its route's declared access asks.
 //! - [`edge`]: [`edge::dispatch`], the one path a request takes: request id, body limit,
 //!   route, access check, handler, problem+json.
+//! - [`identity`] (and, as they come, `catalog`, `orders`, `webhooks`): the feature modules,
+//!   the rules of one capability that several routes share, returning values and
+//!   transaction operations.
 //! - [`handlers`]: one file per resource, each an `async fn(Request, &AppContext)`, with the
 //!   admitted `Caller` as a third argument on routes for callers.
 //! - [`routes`]: the one route table; the local router, `template.yaml` and `openapi.yaml`
@@ -28,6 +31,7 @@
 //!
 //! A newcomer starts at [`routes`], follows a route to its handler, and from there down.
 
+pub mod audit;
 pub mod auth;
 pub mod blobs;
 pub mod clock;
@@ -38,6 +42,7 @@ pub mod domain;
 pub mod edge;
 pub mod handlers;
 pub mod http;
+pub mod identity;
 pub mod ids;
 pub mod jobs;
 pub mod lambda;

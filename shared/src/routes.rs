@@ -56,6 +56,7 @@ pub static ROUTES: &[Route] = &[
     route!(POST "/v1/api-keys" => "api-keys-create", role(Role::Admin), handlers::api_keys::create),
     route!(GET "/v1/api-keys" => "api-keys-list", role(Role::Admin), handlers::api_keys::list),
     route!(DELETE "/v1/api-keys/{id}" => "api-keys-revoke", role(Role::Admin), handlers::api_keys::revoke),
+    route!(GET "/v1/audit-log" => "audit-log-list", role(Role::Admin), handlers::audit_log::list),
 ];
 
 /// The Lambda function behind API Gateway's `$default` route, which receives every request

@@ -47,12 +47,7 @@ async fn main() -> anyhow::Result<()> {
     let rss_after_hashing = peak_rss_mib();
 
     let dir = tempfile::tempdir()?;
-    let server = Server::start(Options {
-        addr: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().to_owned(),
-        payment_webhook_secret: None,
-    })
-    .await?;
+    let server = Server::start(Options::new("127.0.0.1:0".parse()?, dir.path().to_owned())).await?;
     let client = reqwest::Client::new();
     let url = |path: &str| format!("{}{path}", server.url());
     let shop: serde_json::Value = client

@@ -42,6 +42,7 @@ fn expected(file: &str) -> Option<Expect> {
         | "sessions-revoke.json"
         | "members-create.json"
         | "members-list.json"
+        | "audit-log-list.json"
         | "members-update.json"
         | "api-keys-create.json"
         | "api-keys-list.json"
@@ -233,6 +234,7 @@ async fn every_signed_in_sample_event_succeeds_with_a_live_token_and_live_ids() 
         ("me.json", 200),
         ("sessions-list.json", 200),
         ("members-list.json", 200),
+        ("audit-log-list.json", 200),
         ("api-keys-list.json", 200),
         ("members-create.json", 201),
         ("api-keys-create.json", 201),

@@ -2,6 +2,7 @@
 //! request ids, problem documents, 404/405/413/415, panics, and presigned blob URLs.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::Method;
@@ -198,6 +199,93 @@ async fn a_presigned_upload_lands_only_with_the_signed_type_and_length() {
         .await
         .unwrap();
     problem(unsigned, 403, "forbidden").await;
+    local.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_forged_upload_is_refused_before_its_body_is_read() {
+    use tokio::io::AsyncWriteExt as _;
+    let local = LocalServer::start().await;
+    let blobs = &local.server.embedded().ctx.blobs;
+    let ttl = std::time::Duration::from_secs(300);
+    let put = blobs
+        .presign_put("uploads/t1/big", "image/png", 10 * 1024 * 1024, ttl)
+        .await
+        .unwrap();
+    let forged = put.url.replace("X-Signature=", "X-Signature=A");
+    let target = forged.trim_start_matches(local.server.url());
+    for (what, target, length) in [
+        ("a forged signature", target, 10 * 1024 * 1024),
+        (
+            "a length other than the signed one",
+            put.url.trim_start_matches(local.server.url()),
+            5,
+        ),
+    ] {
+        let mut stream = local.connect().await;
+        // Headers only: the server must answer without waiting for the body.
+        let head = format!(
+            "PUT {target} HTTP/1.1\r\nhost: localhost\r\ncontent-type: image/png\r\ncontent-length: {length}\r\nconnection: close\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let answer = helpers::read_until_closed(&mut stream, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|| panic!("{what}: no answer without the body"));
+        assert!(answer.starts_with("HTTP/1.1 403"), "{what}: {answer}");
+    }
+    assert_eq!(blobs.head("uploads/t1/big").await.unwrap(), None);
+    local.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stalls_its_headers_or_body_is_cut_off() {
+    use tokio::io::AsyncWriteExt as _;
+    let local = LocalServer::start_with(|options| options.read_timeout_s = 1).await;
+    let mut stalled_head = local.connect().await;
+    stalled_head
+        .write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\n")
+        .await
+        .unwrap();
+    let closed = helpers::read_until_closed(&mut stalled_head, Duration::from_secs(60)).await;
+    assert!(closed.is_some(), "a stalled request head is cut off");
+    let mut stalled_body = local.connect().await;
+    stalled_body
+        .write_all(b"POST /v1/auth/login HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"tenant")
+        .await
+        .unwrap();
+    let answer = helpers::read_until_closed(&mut stalled_body, Duration::from_secs(60))
+        .await
+        .expect("a stalled body is cut off");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    local.server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_wait_until_one_closes() {
+    use tokio::io::AsyncWriteExt as _;
+    let local = LocalServer::start_with(|options| options.max_connections = 1).await;
+    // The one connection the server serves at a time, held open by a request not yet sent.
+    let mut holder = local.connect().await;
+    holder.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
+    let mut waiting = local.connect().await;
+    waiting
+        .write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let early = helpers::read_until_closed(&mut waiting, Duration::from_millis(500)).await;
+    assert!(early.is_none(), "served past the cap: {early:?}");
+    holder
+        .write_all(b"host: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let held = helpers::read_until_closed(&mut holder, Duration::from_secs(60))
+        .await
+        .expect("the holder is answered");
+    assert!(held.starts_with("HTTP/1.1 200"), "{held}");
+    let served = helpers::read_until_closed(&mut waiting, Duration::from_secs(60))
+        .await
+        .expect("the waiting connection is served once the first closes");
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
     local.server.stop().await;
 }
 

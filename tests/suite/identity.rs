@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::Method;
 use serde_json::{json, Value};
 use storefront::auth::tokens::KeyRing;
+use storefront::clock::Clock as _;
 use storefront::store::{Condition, Item, Key, Page, Query, StoreError, Table, TxOp, UpdateOp};
 
 use crate::helpers::api::{dynamo, embedded, Api};
@@ -39,7 +40,154 @@ conformance!(embedded, dynamo;
     an_api_key_acts_at_most_with_its_creators_current_role,
     an_email_is_one_account_in_any_unicode_form_and_invisible_characters_are_refused,
     a_session_ends_ninety_days_after_sign_in_however_often_it_is_refreshed,
+    every_change_by_a_member_or_key_is_in_the_audit_log_newest_first,
 );
+
+async fn every_change_by_a_member_or_key_is_in_the_audit_log_newest_first(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    let member = api.add_member(&shop.owner, "cy@example.com", "staff").await;
+    assert_eq!(member.status, 201);
+    let member_id = member.body["id"].as_str().unwrap().to_owned();
+    let promoted = api
+        .patch(
+            &format!("/v1/members/{member_id}"),
+            Some(&shop.owner),
+            json!({"role": "admin"}),
+        )
+        .await;
+    assert_eq!(promoted.status, 200);
+    let key = api
+        .post("/v1/api-keys", Some(&shop.owner), json!({"name": "Ops"}))
+        .await;
+    let (key_id, key) = (
+        key.body["id"].as_str().unwrap().to_owned(),
+        key.body["key"].as_str().unwrap().to_owned(),
+    );
+    let by_key = api.add_member(&key, "di@example.com", "staff").await;
+    assert_eq!(by_key.status, 201);
+    // A refused change records nothing: the entry is in the change's transaction.
+    let taken = api.add_member(&shop.owner, "cy@example.com", "staff").await;
+    assert_eq!(taken.status, 409);
+    let revoked = api
+        .delete(&format!("/v1/api-keys/{key_id}"), Some(&shop.owner))
+        .await;
+    assert_eq!(revoked.status, 204);
+
+    let log = api.get("/v1/audit-log", Some(&shop.owner)).await;
+    assert_eq!(log.status, 200, "{:?}", log.body);
+    let entries = log.body["items"].as_array().unwrap();
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "api_key.revoked",
+            "member.created",
+            "api_key.created",
+            "member.role_changed",
+            "member.created"
+        ],
+        "newest first, the refused change absent"
+    );
+    assert_eq!(
+        entries[0]["resource"],
+        json!({"type": "api_key", "id": key_id})
+    );
+    assert_eq!(
+        entries[0]["actor"],
+        json!({"type": "user", "id": shop.owner_id})
+    );
+    assert_eq!(
+        entries[1]["actor"],
+        json!({"type": "api_key", "id": key_id})
+    );
+    assert_eq!(entries[3]["detail"], "role: staff -> admin");
+    assert_eq!(entries[3]["ip"], "203.0.113.1");
+    assert!(entries
+        .iter()
+        .all(|e| e["id"].as_str().unwrap().starts_with("aud_")
+            && chrono::DateTime::parse_from_rfc3339(e["at"].as_str().unwrap()).is_ok()));
+
+    let history = api
+        .get(
+            &format!("/v1/audit-log?resource={member_id}"),
+            Some(&shop.owner),
+        )
+        .await;
+    let history: Vec<&str> = history.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, ["member.role_changed", "member.created"]);
+
+    let first = api.get("/v1/audit-log?limit=2", Some(&shop.owner)).await;
+    assert_eq!(first.body["items"].as_array().unwrap().len(), 2);
+    let cursor = first.body["next_cursor"].as_str().unwrap();
+    let second = api
+        .get(
+            &format!("/v1/audit-log?limit=2&cursor={cursor}"),
+            Some(&shop.owner),
+        )
+        .await;
+    assert_eq!(second.body["items"][0]["action"], "api_key.created");
+    assert_eq!(
+        api.get("/v1/audit-log?resource=not%20an%20id", Some(&shop.owner))
+            .await
+            .status,
+        400
+    );
+    // A cursor of the whole log cannot be used to read one resource's history, or another shop's.
+    let crossed = api
+        .get(
+            &format!("/v1/audit-log?resource={member_id}&cursor={cursor}"),
+            Some(&shop.owner),
+        )
+        .await;
+    assert_eq!(crossed.status, 400);
+    let other = api.create_shop("other@example.com").await;
+    let theirs = api.get("/v1/audit-log", Some(&other.owner)).await;
+    assert_eq!(theirs.status, 200);
+    assert_eq!(
+        theirs.body["items"],
+        json!([]),
+        "another shop's log is its own"
+    );
+    let stolen = api
+        .get(
+            &format!("/v1/audit-log?cursor={cursor}"),
+            Some(&other.owner),
+        )
+        .await;
+    assert_eq!(stolen.status, 400);
+
+    let staff = api.add_member(&shop.owner, "ed@example.com", "staff").await;
+    assert_eq!(staff.status, 201);
+    let staff_token = api
+        .login(&shop.tenant_id, "ed@example.com", "member password")
+        .await
+        .token();
+    assert_eq!(
+        api.get("/v1/audit-log", Some(&staff_token)).await.status,
+        403
+    );
+
+    // Each entry expires after the retention (365 days by default).
+    let page = api
+        .ctx
+        .table
+        .query(storefront::repo::audit::of_tenant(&shop.tenant_id))
+        .await
+        .unwrap();
+    let now = api.clock.now().timestamp();
+    for item in &page.items {
+        let ttl = item.get_i64("ttl").expect("an expiry");
+        assert!((ttl - now - 365 * 24 * 3600).abs() <= 5, "{ttl} vs {now}");
+    }
+}
 
 async fn an_api_key_acts_at_most_with_its_creators_current_role(api: Api) {
     let shop = api.create_shop("owner@example.com").await;

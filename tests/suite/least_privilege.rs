@@ -200,6 +200,13 @@ async fn requests_of_every_flow() -> Vec<Request> {
         200,
     )
     .await;
+    for path in [
+        "/v1/audit-log",
+        "/v1/audit-log?resource=key_01JD0000000000000000000000",
+    ] {
+        h.call("audit-log-list", Method::GET, path, Some(owner), None, 200)
+            .await;
+    }
     h.call("me", Method::GET, "/v1/me", Some(owner), None, 200)
         .await;
     h.call("me", Method::GET, "/v1/me", key["key"].as_str(), None, 200)

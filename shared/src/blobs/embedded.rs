@@ -48,6 +48,16 @@ struct Meta {
     content_length: u64,
 }
 
+/// A presigned PUT whose URL and headers checked out: its body may now be read, up to
+/// `length` bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdmittedPut {
+    key: String,
+    content_type: String,
+    /// The signed length: exactly what the body must hold.
+    pub length: u64,
+}
+
 /// Objects as files, in `<dir>/objects/<key>` with metadata in `<dir>/meta/<key>.json`.
 #[derive(Clone)]
 pub struct EmbeddedBlobs {
@@ -169,7 +179,49 @@ impl EmbeddedBlobs {
         Ok(signed)
     }
 
-    /// Stores the body of a presigned PUT after checking it matches what was signed.
+    /// Checks a presigned PUT from its URL and headers alone, before a byte of its body is
+    /// read: the signature, method, expiry, content type, and a declared `Content-Length`
+    /// equal to the signed one. What it admits says how many bytes the body may have.
+    pub fn admit_put(
+        &self,
+        key: &str,
+        query: &str,
+        content_type: Option<&str>,
+        content_length: Option<u64>,
+    ) -> Result<AdmittedPut, PresignRefusal> {
+        validate_key(key).map_err(|_| PresignRefusal::BadSignature)?;
+        let signed = self.verify("PUT", key, query)?;
+        if content_type != Some(signed.content_type.as_str()) {
+            return Err(PresignRefusal::WrongContentType);
+        }
+        let length = signed
+            .content_length
+            .parse::<u64>()
+            .map_err(|_| PresignRefusal::BadSignature)?;
+        if content_length != Some(length) {
+            return Err(PresignRefusal::WrongContentLength);
+        }
+        Ok(AdmittedPut {
+            key: key.to_owned(),
+            content_type: signed.content_type,
+            length,
+        })
+    }
+
+    /// Stores the body of an admitted PUT, which must be exactly the signed length.
+    pub async fn store_put(&self, put: AdmittedPut, body: Bytes) -> Result<(), PresignRefusal> {
+        if body.len() as u64 != put.length {
+            return Err(PresignRefusal::WrongContentLength);
+        }
+        let key = put.key.as_str();
+        self.write(key, body, &put.content_type).await.map_err(|e| {
+            tracing::error!(error = %e, key, "storing a presigned upload failed");
+            PresignRefusal::StoreFailed
+        })
+    }
+
+    /// Checks a presigned PUT and stores its body: [`Self::admit_put`] then
+    /// [`Self::store_put`], for a body already in hand.
     pub async fn accept_put(
         &self,
         key: &str,
@@ -177,20 +229,8 @@ impl EmbeddedBlobs {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<(), PresignRefusal> {
-        validate_key(key).map_err(|_| PresignRefusal::BadSignature)?;
-        let signed = self.verify("PUT", key, query)?;
-        if content_type != Some(signed.content_type.as_str()) {
-            return Err(PresignRefusal::WrongContentType);
-        }
-        if signed.content_length != body.len().to_string() {
-            return Err(PresignRefusal::WrongContentLength);
-        }
-        self.write(key, body, &signed.content_type)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, key, "storing a presigned upload failed");
-                PresignRefusal::StoreFailed
-            })
+        let admitted = self.admit_put(key, query, content_type, Some(body.len() as u64))?;
+        self.store_put(admitted, body).await
     }
 
     /// Reads the object of a presigned GET.

@@ -6,118 +6,24 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::secrets::RefreshToken;
-use crate::auth::tokens::{Claims, ACCESS_TOKEN_SECONDS, AUDIENCE, ISSUER};
 use crate::auth::{passwords, session_of, Caller};
 use crate::clock::rfc3339;
 use crate::context::AppContext;
-use crate::domain::{Email, Password, PersonName, Role, SessionId, TenantId, TypedId as _, UserId};
+use crate::domain::{Email, Password, PersonName, Role, TenantId, TypedId as _};
 use crate::http::{
     client_ip, enforce, internal, json, no_content, parse_json, ApiError, HandlerResult, Request,
 };
+use crate::identity::{self, Tokens};
 use crate::ids::IdKind;
 use crate::repo::rate_limits::{self, Limit};
-use crate::repo::sessions::{self, Session};
+use crate::repo::sessions;
 use crate::repo::tenants;
-use crate::repo::users::{self, User, UserView};
-use crate::store::{StoreError, Transaction, TxOp};
+use crate::repo::users::{self, UserView};
+use crate::store::{StoreError, Transaction};
 use crate::validate;
-
-/// `{"access_token","refresh_token","token_type":"Bearer","expires_in"}`.
-#[derive(Serialize)]
-pub struct Tokens {
-    pub access_token: String,
-    pub refresh_token: String,
-    pub token_type: &'static str,
-    pub expires_in: i64,
-}
 
 fn invalid_credentials() -> ApiError {
     ApiError::Unauthorized("The email or password is wrong.".into())
-}
-
-/// Signs an access token for `user` in session `session_id`.
-fn access_token(ctx: &AppContext, user: &User, session_id: &SessionId) -> Result<String, ApiError> {
-    let now = ctx.clock.now().timestamp();
-    let claims = Claims {
-        sub: user.id.to_string(),
-        tid: user.tenant_id.to_string(),
-        role: user.role.as_str().to_owned(),
-        sid: session_id.to_string(),
-        iat: now,
-        exp: now + ACCESS_TOKEN_SECONDS,
-        iss: ISSUER.to_owned(),
-        aud: AUDIENCE.to_owned(),
-    };
-    ctx.keys.issue(&claims).map_err(internal)
-}
-
-/// A new session (device) for `user` and its first tokens; the caller writes the returned
-/// operation, alone or in the transaction that creates the user.
-pub(crate) fn start_session(
-    ctx: &AppContext,
-    req: &Request,
-    user: &User,
-) -> Result<(TxOp, Tokens), ApiError> {
-    let now = ctx.clock.now();
-    let session_id = SessionId::generate(ctx.ids.as_ref());
-    let refresh =
-        RefreshToken::generate(&user.tenant_id, &user.id, &session_id).map_err(internal)?;
-    let user_agent = req
-        .headers()
-        .get(http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|ua| ua.chars().take(256).collect());
-    let session = Session {
-        id: session_id.clone(),
-        tenant_id: user.tenant_id.clone(),
-        user_id: user.id.clone(),
-        created_at: rfc3339(now),
-        last_used_at: rfc3339(now),
-        user_agent,
-        ip: client_ip(req).map(str::to_owned),
-        refresh_hash: refresh.hash(),
-    };
-    let ends_at = session.ends_at(ctx.session_lifetime);
-    let op = sessions::create(&session, now.timestamp(), ends_at).map_err(internal)?;
-    let tokens = Tokens {
-        access_token: access_token(ctx, user, &session_id)?,
-        refresh_token: refresh.expose(),
-        token_type: "Bearer",
-        expires_in: ACCESS_TOKEN_SECONDS,
-    };
-    Ok((op, tokens))
-}
-
-/// Makes a user record for a new account (hashing the password).
-pub(crate) async fn new_user(
-    ctx: &AppContext,
-    tenant_id: &TenantId,
-    email: &Email,
-    name: &PersonName,
-    password: &Password,
-    role: Role,
-) -> Result<User, ApiError> {
-    Ok(User {
-        id: UserId::generate(ctx.ids.as_ref()),
-        tenant_id: tenant_id.clone(),
-        email: email.as_str().to_owned(),
-        name: name.as_str().to_owned(),
-        role,
-        password_hash: passwords::hash(password).await.map_err(internal)?,
-        created_at: rfc3339(ctx.clock.now()),
-    })
-}
-
-/// The answer to a user that could not be created.
-pub(crate) fn creation_refused(error: users::CreateError) -> ApiError {
-    match error {
-        users::CreateError::TenantMissing => ApiError::not_found("No shop has this id."),
-        users::CreateError::EmailTaken => ApiError::Conflict {
-            slug: "email-taken",
-            detail: "An account with this email already exists in this shop.".into(),
-        },
-        users::CreateError::Store(e) => e.into(),
-    }
 }
 
 #[derive(Deserialize)]
@@ -155,17 +61,17 @@ pub async fn signup(req: Request, ctx: &AppContext) -> HandlerResult {
     {
         return Err(ApiError::not_found("No shop has this id."));
     }
-    let user = new_user(ctx, &tenant_id, &email, &name, &password, Role::Customer).await?;
-    let (session, tokens) = start_session(ctx, &req, &user)?;
+    let user = identity::new_user(ctx, &tenant_id, &email, &name, &password, Role::Customer)
+        .await
+        .map_err(internal)?;
+    let (session, tokens) = identity::start_session(ctx, &req, &user).map_err(internal)?;
     let mut writes = Transaction::new();
     writes.add("the customer's first session", session)?;
     let alongside = users::Alongside {
         tenant_must_exist: true,
         writes,
     };
-    users::create(ctx.table.as_ref(), &user, &email, alongside)
-        .await
-        .map_err(creation_refused)?;
+    users::create(ctx.table.as_ref(), &user, &email, alongside).await?;
     tracing::info!(user_id = %user.id, tenant_id = %tenant_id, "customer signed up");
     json(
         StatusCode::CREATED,
@@ -258,7 +164,7 @@ pub async fn login(req: Request, ctx: &AppContext) -> HandlerResult {
     {
         return Err(invalid_credentials());
     }
-    let (session, tokens) = start_session(ctx, &req, &user)?;
+    let (session, tokens) = identity::start_session(ctx, &req, &user).map_err(internal)?;
     ctx.table.write(session).await?;
     tracing::info!(user_id = %user.id, tenant_id = %user.tenant_id, "signed in");
     json(StatusCode::OK, &tokens)
@@ -289,7 +195,14 @@ pub async fn refresh(req: Request, ctx: &AppContext) -> HandlerResult {
     let presented = token.hash();
     if !crate::crypto::same_secret(&presented, &session.refresh_hash) {
         if sessions::was_spent(table, &session, &presented).await? {
-            sessions::revoke(table, &session.tenant_id, &session.user_id, &session.id).await?;
+            sessions::revoke(
+                table,
+                &session.tenant_id,
+                &session.user_id,
+                &session.id,
+                Transaction::new(),
+            )
+            .await?;
             tracing::warn!(session_id = %session.id, tenant_id = %session.tenant_id, "spent refresh token reused: session revoked");
         }
         return Err(refresh_refused());
@@ -297,7 +210,14 @@ pub async fn refresh(req: Request, ctx: &AppContext) -> HandlerResult {
     let now = ctx.clock.now();
     let ends_at = session.ends_at(ctx.session_lifetime);
     if now.timestamp() >= ends_at {
-        sessions::revoke(table, &session.tenant_id, &session.user_id, &session.id).await?;
+        sessions::revoke(
+            table,
+            &session.tenant_id,
+            &session.user_id,
+            &session.id,
+            Transaction::new(),
+        )
+        .await?;
         tracing::info!(session_id = %session.id, "session reached its lifetime: ended");
         return Err(ApiError::Unauthorized(
             "This session has reached its time limit; sign in again.".into(),
@@ -326,19 +246,21 @@ pub async fn refresh(req: Request, ctx: &AppContext) -> HandlerResult {
             let now_stored =
                 sessions::get(table, &session.tenant_id, &session.user_id, &session.id).await?;
             if now_stored.is_some() {
-                sessions::revoke(table, &session.tenant_id, &session.user_id, &session.id).await?;
+                sessions::revoke(
+                    table,
+                    &session.tenant_id,
+                    &session.user_id,
+                    &session.id,
+                    Transaction::new(),
+                )
+                .await?;
                 tracing::warn!(session_id = %session.id, "refresh token spent twice concurrently: session revoked");
             }
             return Err(refresh_refused());
         }
         Err(e) => return Err(e.into()),
     }
-    let tokens = Tokens {
-        access_token: access_token(ctx, &user, &session.id)?,
-        refresh_token: next.expose(),
-        token_type: "Bearer",
-        expires_in: ACCESS_TOKEN_SECONDS,
-    };
+    let tokens = Tokens::issue(ctx, &user, &session.id, &next).map_err(internal)?;
     json(StatusCode::OK, &tokens)
 }
 
@@ -346,6 +268,13 @@ pub async fn refresh(req: Request, ctx: &AppContext) -> HandlerResult {
 #[tracing::instrument(skip_all)]
 pub async fn logout(_req: Request, ctx: &AppContext, caller: Caller) -> HandlerResult {
     let (user_id, session_id) = session_of(&caller)?;
-    sessions::revoke(ctx.table.as_ref(), &caller.tenant_id, user_id, session_id).await?;
+    sessions::revoke(
+        ctx.table.as_ref(),
+        &caller.tenant_id,
+        user_id,
+        session_id,
+        Transaction::new(),
+    )
+    .await?;
     Ok(no_content())
 }

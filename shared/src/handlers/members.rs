@@ -6,12 +6,13 @@ use http::StatusCode;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
-use super::auth::{creation_refused, new_user};
+use crate::audit::{self, Change};
 use crate::auth::Caller;
 use crate::context::AppContext;
 use crate::domain::{Email, Invalid, Password, PersonName, Role, UserId};
 use crate::http::pagination::{paged, PageBody};
-use crate::http::{json, parse_json, path_id, ApiError, HandlerResult, Request};
+use crate::http::{internal, json, parse_json, path_id, ApiError, HandlerResult, Request};
+use crate::identity;
 use crate::repo::{records, users};
 use crate::store::Transaction;
 use crate::validate;
@@ -58,14 +59,25 @@ pub async fn create(req: Request, ctx: &AppContext, caller: Caller) -> HandlerRe
         role = member_role(&body.role) => "role",
     }
     may_grant(&caller, role)?;
-    let user = new_user(ctx, &caller.tenant_id, &email, &name, &password, role).await?;
+    let user = identity::new_user(ctx, &caller.tenant_id, &email, &name, &password, role)
+        .await
+        .map_err(internal)?;
+    let mut writes = Transaction::new();
+    writes.add(
+        audit::LABEL,
+        audit::entry(
+            ctx,
+            &req,
+            &caller,
+            Change::new("member.created", "member", &user.id)
+                .detail(format!("role: {}", role.as_str())),
+        )?,
+    )?;
     let alongside = users::Alongside {
         tenant_must_exist: false,
-        writes: Transaction::new(),
+        writes,
     };
-    users::create(ctx.table.as_ref(), &user, &email, alongside)
-        .await
-        .map_err(creation_refused)?;
+    users::create(ctx.table.as_ref(), &user, &email, alongside).await?;
     tracing::info!(user_id = %user.id, role = role.as_str(), "member added");
     json(StatusCode::CREATED, &user.view())
 }
@@ -111,7 +123,14 @@ pub async fn update(req: Request, ctx: &AppContext, caller: Caller) -> HandlerRe
         });
     }
     let by = caller.user_id().map_or("", |id| id.as_str());
-    let updated = match users::set_role(ctx.table.as_ref(), &member, role, by).await {
+    let change = Change::new("member.role_changed", "member", &member.id).detail(format!(
+        "role: {} -> {}",
+        member.role.as_str(),
+        role.as_str()
+    ));
+    let mut audit = Transaction::new();
+    audit.add(audit::LABEL, audit::entry(ctx, &req, &caller, change)?)?;
+    let updated = match users::set_role(ctx.table.as_ref(), &member, role, by, audit).await {
         Ok(user) => user,
         Err(e) if e.is_condition_failed() => {
             return Err(ApiError::Conflict {

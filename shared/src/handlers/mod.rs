@@ -1,6 +1,7 @@
 //! The handlers: one file per resource, each route an `async fn(Request, &AppContext)`.
 
 pub mod api_keys;
+pub mod audit_log;
 pub mod auth;
 pub mod health;
 pub mod jwks;

@@ -104,6 +104,22 @@ pub fn enforce(decision: Decision) -> Result<Decision, ApiError> {
     }
 }
 
+/// Why an account could not be created, as the client is told: the one place this
+/// domain failure becomes HTTP.
+impl From<crate::repo::users::CreateError> for ApiError {
+    fn from(error: crate::repo::users::CreateError) -> Self {
+        use crate::repo::users::CreateError;
+        match error {
+            CreateError::TenantMissing => ApiError::not_found("No shop has this id."),
+            CreateError::EmailTaken => ApiError::Conflict {
+                slug: "email-taken",
+                detail: "An account with this email already exists in this shop.".into(),
+            },
+            CreateError::Store(e) => e.into(),
+        }
+    }
+}
+
 /// A 500 for an unexpected failure (its cause is logged, never shown).
 pub fn internal(error: impl Into<anyhow::Error>) -> ApiError {
     ApiError::Internal(error.into())

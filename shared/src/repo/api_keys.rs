@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use chrono::{DateTime, Utc};
 
 use crate::domain::{ApiKeyId, Role, TenantId, UserId};
-use crate::store::{Condition, Index, Item, Key, Query, StoreError, Table, UpdateOp};
+use crate::store::{
+    Condition, Index, Item, Key, Query, StoreError, Table, Transaction, TransactionError, UpdateOp,
+};
 
 /// How stale `last_used_at` may get before a use writes it again (one write a minute at most).
 const LAST_USED_GRANULARITY_SECONDS: i64 = 60;
@@ -60,12 +62,19 @@ pub fn tenant_partition(tenant_id: &str) -> String {
     format!("TENANT#{tenant_id}#APIKEYS")
 }
 
+/// Stores a new key, with `alongside` (its audit entry) in the same transaction.
 #[tracing::instrument(skip_all, fields(key_id = %api_key.id))]
-pub async fn create(table: &dyn Table, api_key: &ApiKey) -> Result<(), StoreError> {
+pub async fn create(
+    table: &dyn Table,
+    api_key: &ApiKey,
+    alongside: Transaction<&'static str>,
+) -> Result<(), StoreError> {
     let item = Item::new(&key(&api_key.prefix))
         .with_record(api_key)?
         .with_gsi1(tenant_partition(&api_key.tenant_id), api_key.id.as_str());
-    table.put(item, Some(Condition::NotExists)).await
+    let mut tx = alongside;
+    tx.put("the key", item, Some(Condition::NotExists))?;
+    tx.commit(table).await.map_err(TransactionError::into_store)
 }
 
 /// The key stored under `prefix`, if any (the caller compares the presented key's hash).
@@ -112,16 +121,25 @@ pub fn of_tenant(tenant_id: &str) -> Query {
     Query::partition(Index::Gsi1, tenant_partition(tenant_id)).backward()
 }
 
-/// Deletes a tenant's key by its prefix (which its id names); `false` when the tenant has
-/// no such key. One consistent request, no index read that may lag.
-#[tracing::instrument(skip(table))]
-pub async fn revoke(table: &dyn Table, tenant_id: &str, prefix: &str) -> Result<bool, StoreError> {
-    match table
-        .delete(&key(prefix), Some(Condition::eq("tenant_id", tenant_id)))
-        .await
-    {
-        Ok(found) => Ok(found.is_some()),
-        Err(e) if e.is_condition_failed() => Ok(false),
-        Err(e) => Err(e),
+/// Deletes a tenant's key by its prefix (which its id names), with `alongside` (its audit
+/// entry) in the same transaction; `false` when the tenant has no such key, and then
+/// nothing is written. No index read that may lag.
+#[tracing::instrument(skip(table, alongside))]
+pub async fn revoke(
+    table: &dyn Table,
+    tenant_id: &str,
+    prefix: &str,
+    alongside: Transaction<&'static str>,
+) -> Result<bool, StoreError> {
+    let mut tx = alongside;
+    tx.delete(
+        "the key",
+        key(prefix),
+        Some(Condition::eq("tenant_id", tenant_id)),
+    )?;
+    match tx.commit(table).await {
+        Ok(()) => Ok(true),
+        Err(TransactionError::Refused("the key")) => Ok(false),
+        Err(e) => Err(e.into_store()),
     }
 }

@@ -2,6 +2,7 @@
 //! port. Everything here is written once and runs on every adapter.
 
 pub mod api_keys;
+pub mod audit;
 pub mod idempotency;
 pub mod rate_limits;
 pub mod sessions;

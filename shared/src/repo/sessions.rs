@@ -148,25 +148,27 @@ pub async fn rotate(
     tx.commit(table).await.map_err(TransactionError::into_store)
 }
 
-/// Ends a session by deleting it: its refresh token stops working at once. `false` when
-/// there is no such session.
-#[tracing::instrument(skip(table))]
+/// Ends a session by deleting it, with `alongside` (its audit entry, when a person ended
+/// it) in the same transaction: its refresh token stops working at once. `false` when
+/// there is no such session, and then nothing is written.
+#[tracing::instrument(skip(table, alongside))]
 pub async fn revoke(
     table: &dyn Table,
     tenant_id: &str,
     user_id: &str,
     session_id: &str,
+    alongside: Transaction<&'static str>,
 ) -> Result<bool, StoreError> {
-    match table
-        .delete(
-            &key(tenant_id, user_id, session_id),
-            Some(Condition::Exists),
-        )
-        .await
-    {
-        Ok(found) => Ok(found.is_some()),
-        Err(e) if e.is_condition_failed() => Ok(false),
-        Err(e) => Err(e),
+    let mut tx = alongside;
+    tx.delete(
+        "the session",
+        key(tenant_id, user_id, session_id),
+        Some(Condition::Exists),
+    )?;
+    match tx.commit(table).await {
+        Ok(()) => Ok(true),
+        Err(TransactionError::Refused("the session")) => Ok(false),
+        Err(e) => Err(e.into_store()),
     }
 }
 

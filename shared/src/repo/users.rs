@@ -158,6 +158,7 @@ pub async fn set_role(
     user: &User,
     role: Role,
     by: &str,
+    alongside: Transaction<&'static str>,
 ) -> Result<User, StoreError> {
     let mut ops = vec![UpdateOp::set("role", role.as_str())];
     if role.includes(Role::Staff) {
@@ -177,29 +178,28 @@ pub async fn set_role(
         Condition::Exists,
         Condition::eq("role", user.role.as_str()),
     ]);
-    let target = key(&user.tenant_id, &user.id);
+    let mut tx = alongside;
+    tx.update(
+        "the member's role",
+        key(&user.tenant_id, &user.id),
+        ops,
+        Some(condition),
+    )?;
     if user.role == Role::Owner && role != Role::Owner {
-        let mut tx = Transaction::new();
-        tx.update("the member's role", target.clone(), ops, Some(condition))?
-            .check(
-                "the caller still an owner",
-                key(&user.tenant_id, by),
-                Condition::eq("role", Role::Owner.as_str()),
-            )?;
-        tx.commit(table)
-            .await
-            .map_err(TransactionError::into_store)?;
-        let updated = table.get(&target).await?;
-        return updated
-            .ok_or_else(|| {
-                StoreError::Backend(anyhow::anyhow!(
-                    "user {} vanished after its update",
-                    user.id
-                ))
-            })?
-            .record();
+        tx.check(
+            "the caller still an owner",
+            key(&user.tenant_id, by),
+            Condition::eq("role", Role::Owner.as_str()),
+        )?;
     }
-    table.update(&target, ops, Some(condition)).await?.record()
+    tx.commit(table)
+        .await
+        .map_err(TransactionError::into_store)?;
+    // The condition held, so the stored record is the one read, with its new role.
+    Ok(User {
+        role,
+        ..user.clone()
+    })
 }
 
 /// A tenant's members (staff and above), oldest first; read with [`super::records`].

@@ -77,14 +77,15 @@ pub struct LocalServer {
 
 impl LocalServer {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// The local server with some of its options changed by `choose`.
+    pub async fn start_with(choose: impl FnOnce(&mut Options)) -> Self {
         let dir = temp_dir();
-        let server = Server::start(Options {
-            addr: "127.0.0.1:0".parse().expect("addr"),
-            data_dir: dir.path().to_owned(),
-            payment_webhook_secret: None,
-        })
-        .await
-        .expect("local server starts");
+        let mut options = Options::new("127.0.0.1:0".parse().expect("addr"), dir.path().to_owned());
+        choose(&mut options);
+        let server = Server::start(options).await.expect("local server starts");
         Self {
             server,
             client: reqwest::Client::new(),
@@ -95,6 +96,27 @@ impl LocalServer {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.server.url())
     }
+
+    /// A raw TCP connection to the server, for what an HTTP client will not send.
+    pub async fn connect(&self) -> tokio::net::TcpStream {
+        let addr = self.server.url().trim_start_matches("http://").to_owned();
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects")
+    }
+}
+
+/// Reads what the server sends on `stream` until it closes it or `within` passes (a
+/// bound that only ends a test that would otherwise hang; nothing asserts on time).
+pub async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    within: Duration,
+) -> Option<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(within, stream.read_to_end(&mut seen)).await;
+    read.ok()
+        .map(|_| String::from_utf8_lossy(&seen).into_owned())
 }
 
 /// moto's server for this test run.

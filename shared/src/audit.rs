@@ -1,0 +1,74 @@
+//! The audit log's feature module: the entry a change made by a member or an API key
+//! writes, in the same transaction as the change (`crate::repo::audit` keeps them). Every
+//! feature records its changes through [`entry`]: members, API keys and sessions now;
+//! products, orders and webhook endpoints the same way.
+
+use crate::context::AppContext;
+use crate::domain::{Caller, Principal};
+use crate::http::{client_ip, Request};
+use crate::ids::IdKind;
+use crate::repo::audit::{self, Actor, Entry, Resource};
+use crate::store::{StoreError, TxOp};
+
+/// The label an audit entry takes in a transaction.
+pub const LABEL: &str = "the audit entry";
+
+/// What an entry says was done: `action` (e.g. `member.created`) to the resource
+/// `kind`/`id`, and what changed where the action alone does not say.
+pub struct Change<'a> {
+    pub action: &'a str,
+    pub kind: &'a str,
+    pub id: &'a str,
+    pub detail: Option<String>,
+}
+
+impl<'a> Change<'a> {
+    pub fn new(action: &'a str, kind: &'a str, id: &'a str) -> Self {
+        Self {
+            action,
+            kind,
+            id,
+            detail: None,
+        }
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+/// The write recording that `caller`, calling from `req`'s address, made `change`, now;
+/// kept for the shop's retention.
+pub fn entry(
+    ctx: &AppContext,
+    req: &Request,
+    caller: &Caller,
+    change: Change<'_>,
+) -> Result<TxOp, StoreError> {
+    let now = ctx.clock.now();
+    let actor = match &caller.principal {
+        Principal::User { user_id, .. } => Actor {
+            kind: "user".into(),
+            id: user_id.to_string(),
+        },
+        Principal::ApiKey { key_id, .. } => Actor {
+            kind: "api_key".into(),
+            id: key_id.to_string(),
+        },
+    };
+    let entry = Entry {
+        id: ctx.ids.next(IdKind::Audit),
+        tenant_id: caller.tenant_id.clone(),
+        actor,
+        action: change.action.to_owned(),
+        resource: Resource {
+            kind: change.kind.to_owned(),
+            id: change.id.to_owned(),
+        },
+        detail: change.detail,
+        ip: client_ip(req).map(str::to_owned),
+        at: crate::clock::rfc3339(now),
+    };
+    audit::record(&entry, (now + ctx.audit_retention).timestamp())
+}
