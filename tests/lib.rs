@@ -2,3 +2,4 @@
 //! made through it, as DynamoDB and IAM see it.
 
 pub mod recording;
+pub mod template;

@@ -349,3 +349,22 @@ fn the_stage_and_the_password_hashing_routes_are_throttled_and_those_functions_r
         );
     }
 }
+
+#[test]
+fn template_yaml_is_what_its_generator_writes() {
+    let rendered = storefront_tests::template::render(&repo()).expect("the generator runs");
+    let current = std::fs::read_to_string(repo().join("template.yaml")).expect("template");
+    assert!(
+        rendered == current,
+        "template.yaml is not what its generator writes: run `cargo run -p storefront-tests --bin template`"
+    );
+}
+
+#[test]
+fn every_function_is_traced_and_logs_json() {
+    let template = yaml("template.yaml");
+    assert_eq!(template["Globals"]["Function"]["Tracing"], "Active");
+    for (id, _, properties) in template_functions() {
+        assert_eq!(properties["LoggingConfig"]["LogFormat"], "JSON", "{id}");
+    }
+}
