@@ -7,7 +7,8 @@
 //! - its own role, whose policy lets it write its own log group and nothing else, send its
 //!   traces to X-Ray, and (an HTTP function) count the per-IP limit, plus its statements;
 //! - its own log group (30 days), in Lambda's JSON log format;
-//! - its HTTP events, one per route of the table (API Gateway's `$default` for not-found).
+//! - its HTTP events, one per route of the table (API Gateway's `$default` for not-found);
+//! - an alarm on its errors and one on its throttles, notifying `AlarmTopicArn` when set.
 //!
 //! `cargo run -p storefront-tests --bin template` rewrites template.yaml between its
 //! markers; a test fails when the file is not what the generator writes.
@@ -191,6 +192,39 @@ fn render_function(function: &str, spec: &Spec) -> anyhow::Result<String> {
     }
     if let Some(events) = &spec.events {
         out += &indented(events, 8);
+    }
+    for (metric, what) in [
+        (
+            "Errors",
+            "failed invocations (a crash, a timeout, a panic that escaped)",
+        ),
+        (
+            "Throttles",
+            "throttled invocations (its concurrency ran out)",
+        ),
+    ] {
+        write!(
+            out,
+            r#"
+  {id}{metric}Alarm:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      AlarmDescription: "{function}: {what}"
+      Namespace: AWS/Lambda
+      MetricName: {metric}
+      Dimensions:
+        - {{ Name: FunctionName, Value: !Ref {id}Function }}
+      Statistic: Sum
+      Period: 60
+      EvaluationPeriods: 5
+      DatapointsToAlarm: 2
+      Threshold: 1
+      ComparisonOperator: GreaterThanOrEqualToThreshold
+      TreatMissingData: notBreaching
+      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]
+      OKActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]
+"#
+        )?;
     }
     Ok(out)
 }

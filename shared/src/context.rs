@@ -78,17 +78,34 @@ impl AppContext {
 
     /// AWS adapters over clients built from `sdk` (tests point it at moto).
     pub fn aws(sdk: &aws_config::SdkConfig, config: &AwsConfig, clock: Arc<dyn Clock>) -> Self {
-        let table = DynamoTable::new(
-            aws_sdk_dynamodb::Client::new(sdk),
-            &config.table,
-            clock.clone(),
+        // Every SDK call is a subsegment of the invocation's X-Ray trace (a no-op off Lambda).
+        let xray = crate::xray::XRay::from_env();
+        let dynamo = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(sdk)
+                .interceptor(xray.clone())
+                .build(),
         );
+        let table = DynamoTable::new(dynamo, &config.table, clock.clone());
         let queue: Arc<dyn Queue> = match &config.queue_url {
-            Some(url) => Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), url)),
+            Some(url) => {
+                let sqs = aws_sdk_sqs::Client::from_conf(
+                    aws_sdk_sqs::config::Builder::from(sdk)
+                        .interceptor(xray.clone())
+                        .build(),
+                );
+                Arc::new(SqsQueue::new(sqs, url))
+            }
             None => Arc::new(Unconfigured("STOREFRONT_QUEUE_URL")),
         };
         let blobs: Arc<dyn Blobs> = match &config.bucket {
-            Some(bucket) => Arc::new(S3Blobs::new(aws_sdk_s3::Client::new(sdk), bucket)),
+            Some(bucket) => {
+                let s3 = aws_sdk_s3::Client::from_conf(
+                    aws_sdk_s3::config::Builder::from(sdk)
+                        .interceptor(xray)
+                        .build(),
+                );
+                Arc::new(S3Blobs::new(s3, bucket))
+            }
             None => Arc::new(Unconfigured("STOREFRONT_BUCKET")),
         };
         Self {

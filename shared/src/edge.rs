@@ -51,6 +51,12 @@ pub async fn dispatch<R: Borrow<Route> + Sync>(
         tenant_id = tracing::field::Empty,
     );
     req.extensions_mut().insert(RequestSpan(span.clone()));
+    // The function the metrics are counted under: the route's (locally, one process serves
+    // every function), or this process's when no route matches.
+    let function = find(routes, req.method(), req.uri().path()).map_or_else(
+        |_| crate::telemetry::function(),
+        |(route, _)| route.function,
+    );
     async move {
         let started = Instant::now();
         let (result, counted) = handle(ctx, routes, req).await;
@@ -64,11 +70,10 @@ pub async fn dispatch<R: Borrow<Route> + Sync>(
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(REQUEST_ID, value);
         }
-        tracing::info!(
-            status = response.status().as_u16(),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "request served"
-        );
+        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let status = response.status().as_u16();
+        tracing::info!(status, duration_ms, "request served");
+        crate::metrics::request(function, status, duration_ms, &request_id);
         response
     }
     .instrument(span)

@@ -32,9 +32,11 @@ where
         .finish()
 }
 
-/// Installs the JSON subscriber on stderr once; later calls (tests) are no-ops.
+/// Installs the JSON subscriber on stderr once, and prints metrics lines on stdout
+/// ([`crate::metrics`]); later calls (tests) are no-ops.
 pub fn init(function: &'static str) {
     let _ = FUNCTION.set(function);
+    crate::metrics::enable();
     if tracing::subscriber::set_global_default(subscriber(std::io::stderr)).is_ok() {
         tracing::info!(function, version = env!("CARGO_PKG_VERSION"), "starting");
     }

@@ -56,21 +56,97 @@ fn wait_ready(child: &mut Child) -> String {
 
 /// Reads stdout until the ready line: the URL it names, and the lines printed before it.
 fn wait_ready_lines(child: &mut Child) -> (String, Vec<String>) {
+    let (url, before, _) = wait_ready_then(child);
+    (url, before)
+}
+
+/// Reads stdout until the ready line: the URL it names, the lines printed before it, and
+/// the lines printed after it as they come.
+fn wait_ready_then(child: &mut Child) -> (String, Vec<String>, std::sync::mpsc::Receiver<String>) {
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
+    let (later_tx, later) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut before = Vec::new();
+        let mut ready = false;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if ready {
+                let _ = later_tx.send(line);
+                continue;
+            }
             match line.strip_prefix("Storefront is listening on ") {
                 Some(url) => {
+                    ready = true;
                     let _ = tx.send((url.to_owned(), std::mem::take(&mut before)));
                 }
                 None => before.push(line),
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("the server printed its URL within 20 s")
+    let (url, before) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the server printed its URL within 20 s");
+    (url, before, later)
+}
+
+/// A GET over a fresh connection, read to its end.
+fn get(url: &str, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream =
+        std::net::TcpStream::connect(url.trim_start_matches("http://")).expect("connects");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
+    )
+    .expect("sends");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("reads");
+    answer
+}
+
+#[test]
+fn it_prints_a_metrics_line_in_embedded_metric_format_for_each_request() {
+    let dir = helpers::temp_dir();
+    let mut child = spawn(dir.path());
+    let (url, _, later) = wait_ready_then(&mut child);
+    assert!(get(&url, "/health").starts_with("HTTP/1.1 200"));
+    assert!(get(&url, "/nowhere").starts_with("HTTP/1.1 404"));
+    let mut found = Vec::new();
+    while found.len() < 2 {
+        let line = later
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a metrics line for each request");
+        let Ok(doc) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if doc.get("_aws").is_some() {
+            found.push(doc);
+        }
+    }
+    for doc in &found {
+        let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "Storefront");
+        assert!(doc["_aws"]["Timestamp"].is_i64());
+        assert_eq!(doc["Requests"], 1.0);
+        assert!(doc["Latency"].as_f64().is_some_and(|ms| ms >= 0.0));
+        assert!(doc["request_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("req_")));
+    }
+    let health = found
+        .iter()
+        .find(|d| d["Function"] == "health")
+        .expect("health's line");
+    assert_eq!(
+        (health["Errors4xx"].as_f64(), health["Errors5xx"].as_f64()),
+        (Some(0.0), Some(0.0))
+    );
+    let missing = found
+        .iter()
+        .find(|d| d["Function"] != "health")
+        .expect("the 404's line");
+    assert_eq!(missing["Errors4xx"], 1.0);
+    stop_cleanly(&mut child);
 }
 
 /// The secret on the "Payment webhook secret" line, if one was printed.

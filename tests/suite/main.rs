@@ -35,3 +35,4 @@ mod outbox;
 mod queue_conformance;
 mod routes_agree;
 mod table_conformance;
+mod xray;

@@ -368,3 +368,76 @@ fn every_function_is_traced_and_logs_json() {
         assert_eq!(properties["LoggingConfig"]["LogFormat"], "JSON", "{id}");
     }
 }
+
+/// Every alarm of the template: (logical id, properties).
+fn alarms(template: &Value) -> Vec<(String, Value)> {
+    template["Resources"]
+        .as_mapping()
+        .expect("Resources")
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::CloudWatch::Alarm")
+        .map(|(id, r)| {
+            (
+                id.as_str().unwrap_or_default().to_owned(),
+                r["Properties"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn alarms_watch_5xx_dead_letters_the_relay_and_every_functions_errors_and_throttles() {
+    let template = yaml("template.yaml");
+    let alarms = alarms(&template);
+    let watching = |namespace: &str, metric: &str, dimension: &str| -> Vec<String> {
+        alarms
+            .iter()
+            .filter(|(_, p)| p["Namespace"] == namespace && p["MetricName"] == metric)
+            .filter_map(|(_, p)| referenced(&p["Dimensions"][0]["Value"]))
+            .filter(|d| d.starts_with(dimension) || dimension.is_empty())
+            .collect()
+    };
+    assert_eq!(watching("AWS/ApiGateway", "5xx", ""), ["HttpApi"]);
+    let queues = watching("AWS/SQS", "ApproximateNumberOfMessagesVisible", "");
+    for queue in [
+        "JobsDeadLetterQueue.QueueName",
+        "OutboxRelayFailuresQueue.QueueName",
+    ] {
+        assert!(queues.iter().any(|q| q == queue), "{queue}: {queues:?}");
+    }
+    assert_eq!(
+        watching("AWS/Lambda", "IteratorAge", ""),
+        ["OutboxRelayFunction"]
+    );
+    for (id, _, _) in template_functions() {
+        for metric in ["Errors", "Throttles"] {
+            assert!(
+                watching("AWS/Lambda", metric, &id).contains(&id),
+                "{id} has no {metric} alarm"
+            );
+        }
+    }
+    for (id, properties) in &alarms {
+        for actions in ["AlarmActions", "OKActions"] {
+            let text = format!("{:?}", properties[actions]);
+            assert!(
+                text.contains("HasAlarmTopic") && text.contains("AlarmTopicArn"),
+                "{id}'s {actions} notify the optional topic: {text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_api_writes_an_access_log_line_per_request_with_its_request_id() {
+    let template = yaml("template.yaml");
+    let settings = &template["Resources"]["HttpApi"]["Properties"]["AccessLogSettings"];
+    assert_eq!(
+        referenced(&settings["DestinationArn"]).as_deref(),
+        Some("ApiAccessLogGroup")
+    );
+    let format: serde_json::Value =
+        serde_json::from_str(settings["Format"].as_str().expect("a format")).expect("JSON lines");
+    assert_eq!(format["request_id"], "$context.requestId");
+    assert_eq!(format["status"], "$context.status");
+}

@@ -114,7 +114,11 @@ pub fn rotate_local(data_dir: &Path) -> anyhow::Result<String> {
 /// The key ring of a Lambda function, from its environment (see the module comment).
 pub async fn load_aws(sdk: &aws_config::SdkConfig) -> anyhow::Result<KeyRing> {
     if let Ok(parameter) = std::env::var("STOREFRONT_SIGNING_KEYS_PARAMETER") {
-        let client = aws_sdk_ssm::Client::new(sdk);
+        let client = aws_sdk_ssm::Client::from_conf(
+            aws_sdk_ssm::config::Builder::from(sdk)
+                .interceptor(crate::xray::XRay::from_env())
+                .build(),
+        );
         let output = client
             .get_parameter()
             .name(&parameter)

@@ -69,11 +69,16 @@ pub async fn process_batch(
         }
         .instrument(span)
     });
-    let failed = futures_util::future::join_all(runs)
+    let failed: Vec<String> = futures_util::future::join_all(runs)
         .await
         .into_iter()
         .flatten()
         .collect();
+    crate::metrics::jobs(
+        crate::telemetry::function(),
+        messages.len() - failed.len(),
+        failed.len(),
+    );
     BatchOutcome { failed }
 }
 
