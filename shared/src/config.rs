@@ -17,6 +17,9 @@ pub struct AwsConfig {
     pub session_lifetime: chrono::Duration,
     /// `STOREFRONT_AUDIT_RETENTION_DAYS`: see [`audit_retention`].
     pub audit_retention: chrono::Duration,
+    /// `STOREFRONT_S3_PATH_STYLE=true`: address the bucket in the path, as S3-compatible
+    /// stores on one host (moto, MinIO) need; AWS itself wants the default.
+    pub s3_path_style: bool,
 }
 
 /// Requests allowed per minute, shared by every instance through the table.
@@ -143,6 +146,7 @@ impl AwsConfig {
             limits: RateLimits::from_env()?,
             session_lifetime: session_lifetime()?,
             audit_retention: audit_retention()?,
+            s3_path_style: optional("STOREFRONT_S3_PATH_STYLE").is_some_and(|v| v == "true"),
         })
     }
 }

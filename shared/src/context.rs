@@ -101,6 +101,7 @@ impl AppContext {
             Some(bucket) => {
                 let s3 = aws_sdk_s3::Client::from_conf(
                     aws_sdk_s3::config::Builder::from(sdk)
+                        .force_path_style(config.s3_path_style)
                         .interceptor(xray)
                         .build(),
                 );

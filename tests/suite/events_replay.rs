@@ -15,7 +15,7 @@ use storefront::routes;
 
 use crate::helpers;
 
-enum Expect {
+pub enum Expect {
     /// An HTTP function's status code.
     Status(u16),
     /// A worker's failed message ids, in order.
@@ -26,7 +26,7 @@ enum Expect {
     Relayed { tenant_id: &'static str },
 }
 
-fn expected(file: &str) -> Option<Expect> {
+pub fn expected(file: &str) -> Option<Expect> {
     Some(match file {
         "health.json" | "jwks.json" => Expect::Status(200),
         "not-found.json" => Expect::Status(404),
@@ -55,8 +55,11 @@ fn expected(file: &str) -> Option<Expect> {
     })
 }
 
-#[tokio::test]
-async fn every_sample_event_gets_its_expected_answer_from_its_handler() {
+/// The env-vars file `sam local invoke --env-vars` takes (see the README), beside the events.
+pub const ENV_VARS_FILE: &str = "env-vars.json";
+
+/// Every sample event: its file name, its function, and its text.
+pub fn sample_events() -> Vec<(String, String, String)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("events/")
@@ -64,14 +67,25 @@ async fn every_sample_event_gets_its_expected_answer_from_its_handler() {
         .collect();
     files.sort();
     assert!(!files.is_empty(), "events/ is empty");
-    for path in files {
-        let file = path
-            .file_name()
-            .expect("name")
-            .to_string_lossy()
-            .into_owned();
-        let function = file.split('.').next().expect("function").to_owned();
-        let text = std::fs::read_to_string(&path).expect("read event");
+    files
+        .into_iter()
+        .map(|path| {
+            let file = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            let function = file.split('.').next().expect("function").to_owned();
+            let text = std::fs::read_to_string(&path).expect("read event");
+            (file, function, text)
+        })
+        .filter(|(file, _, _)| file != ENV_VARS_FILE)
+        .collect()
+}
+
+#[tokio::test]
+async fn every_sample_event_gets_its_expected_answer_from_its_handler() {
+    for (file, function, text) in sample_events() {
         let (embedded, _guard) = helpers::embedded(helpers::system_clock());
         let ctx = &embedded.ctx;
         match expected(&file)

@@ -33,6 +33,7 @@ mod least_privilege;
 mod local_process;
 mod outbox;
 mod queue_conformance;
+mod rie;
 mod routes_agree;
 mod table_conformance;
 mod xray;

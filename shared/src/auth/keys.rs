@@ -113,6 +113,13 @@ pub fn rotate_local(data_dir: &Path) -> anyhow::Result<String> {
 
 /// The key ring of a Lambda function, from its environment (see the module comment).
 pub async fn load_aws(sdk: &aws_config::SdkConfig) -> anyhow::Result<KeyRing> {
+    // Set but empty: `sam local invoke` with events/env-vars.json, away from any SSM. The
+    // function signs with a key made for this process alone, whose tokens nothing else
+    // verifies. template.yaml's parameter pattern makes this impossible on AWS.
+    if std::env::var("STOREFRONT_SIGNING_KEYS_PARAMETER").is_ok_and(|p| p.trim().is_empty()) {
+        tracing::warn!("STOREFRONT_SIGNING_KEYS_PARAMETER is empty: signing with a key made for this process alone (local use only)");
+        return KeyRing::from_private_keys(&[(new_kid(), KeyRing::generate_key()?)]);
+    }
     if let Ok(parameter) = std::env::var("STOREFRONT_SIGNING_KEYS_PARAMETER") {
         let client = aws_sdk_ssm::Client::from_conf(
             aws_sdk_ssm::config::Builder::from(sdk)

@@ -90,6 +90,7 @@ pub async fn dynamo() -> Api {
         limits: RateLimits::default(),
         session_lifetime: chrono::Duration::seconds(storefront::config::DEFAULT_SESSION_LIFETIME_S),
         audit_retention: chrono::Duration::days(storefront::config::DEFAULT_AUDIT_RETENTION_DAYS),
+        s3_path_style: false,
     };
     let mut ctx = AppContext::aws(&sdk, &config, clock.clone() as Arc<dyn Clock>);
     let key = ("k1".to_owned(), KeyRing::generate_key().expect("key"));
