@@ -11,7 +11,7 @@ pub use caller::{Caller, Principal};
 pub use email::Email;
 pub use identity::{Password, PersonName, Role, TenantName};
 pub use ids::{ApiKeyId, SessionId, TenantId, TypedId, UserId};
-pub use money::Currency;
+pub use money::{Currency, Money, MAX_AMOUNT};
 
 /// Why a value was refused, worded for the client (it becomes a 422 `errors` entry).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -1,6 +1,8 @@
-//! `Currency`: an ISO 4217 code, lower case (`usd`), as the API writes money.
+//! Money: `Currency` (an ISO 4217 code, lower case, `usd`) and `Money`, an amount in the
+//! currency's minor units (cents) that can only be made in range and only be added to or
+//! multiplied within one currency, checked for overflow. Never a float.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Invalid;
 
@@ -20,7 +22,7 @@ const ISO_4217: &[&str] = &[
     "ves", "vnd", "vuv", "wst", "xaf", "xcd", "xof", "xpf", "yer", "zar", "zmw", "zwl",
 ];
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Currency(String);
 
@@ -44,9 +46,93 @@ impl Currency {
     }
 }
 
+/// The largest amount Storefront handles, in minor units: 10^12 (ten billion dollars),
+/// far inside `i64` and exactly representable in the JSON numbers every client parses
+/// (2^53), so no client rounds a total.
+pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
+
+/// `{"amount": <integer minor units>, "currency": "<iso 4217>"}`, the API's money.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Money {
+    amount: i64,
+    currency: Currency,
+}
+
+impl Money {
+    /// An amount of minor units, 0 to [`MAX_AMOUNT`].
+    pub fn new(amount: i64, currency: Currency) -> Result<Self, Invalid> {
+        if (0..=MAX_AMOUNT).contains(&amount) {
+            Ok(Self { amount, currency })
+        } else {
+            Err(Invalid(format!(
+                "must be a whole number of minor units from 0 to {MAX_AMOUNT}"
+            )))
+        }
+    }
+
+    pub fn zero(currency: Currency) -> Self {
+        Self {
+            amount: 0,
+            currency,
+        }
+    }
+
+    pub fn amount(&self) -> i64 {
+        self.amount
+    }
+
+    pub fn currency(&self) -> &Currency {
+        &self.currency
+    }
+
+    /// The sum, in the same currency and in range.
+    pub fn checked_add(&self, other: &Money) -> Result<Money, Invalid> {
+        if self.currency != other.currency {
+            return Err(Invalid(format!(
+                "cannot add {} to {}",
+                other.currency.as_str(),
+                self.currency.as_str()
+            )));
+        }
+        let sum = self
+            .amount
+            .checked_add(other.amount)
+            .ok_or_else(|| Invalid("the total is too large".into()))?;
+        Money::new(sum, self.currency.clone())
+    }
+
+    /// This amount `times` times (a line of an order), in range.
+    pub fn times(&self, times: u32) -> Result<Money, Invalid> {
+        let product = self
+            .amount
+            .checked_mul(i64::from(times))
+            .ok_or_else(|| Invalid("the total is too large".into()))?;
+        Money::new(product, self.currency.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn eur(amount: i64) -> Money {
+        Money::new(amount, Currency::parse("eur").unwrap()).unwrap()
+    }
+
+    #[test]
+    fn money_is_made_only_in_range_and_adds_only_within_one_currency() {
+        assert!(Money::new(-1, Currency::usd()).is_err());
+        assert!(Money::new(MAX_AMOUNT + 1, Currency::usd()).is_err());
+        assert_eq!(eur(250).checked_add(&eur(100)).unwrap(), eur(350));
+        assert!(eur(1).checked_add(&Money::zero(Currency::usd())).is_err());
+        assert_eq!(eur(250).times(3).unwrap(), eur(750));
+        assert!(eur(MAX_AMOUNT).times(2).is_err());
+        assert!(eur(MAX_AMOUNT / 2).times(u32::MAX).is_err(), "no overflow, a refusal");
+        assert_eq!(
+            serde_json::to_value(eur(1999)).unwrap(),
+            serde_json::json!({"amount": 1999, "currency": "eur"})
+        );
+    }
 
     #[test]
     fn only_lower_case_iso_codes_are_currencies() {
