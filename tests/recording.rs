@@ -2,11 +2,17 @@
 //! (`GetItem` … `TransactWriteItems`), and each item it touches as the action IAM
 //! authorises (a transaction is authorised item by item), with the table or index and the
 //! partition. `bench-requests` counts the calls per operation; the least-privilege test
-//! holds each function's policy to the items.
+//! holds each function's policy to the items. [`RecordingQueue`] and [`RecordingBlobs`]
+//! record the SQS and S3 actions of the other two ports the same way.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use std::time::Duration;
+
 use async_trait::async_trait;
+use bytes::Bytes;
+use storefront::blobs::{Blob, BlobError, BlobMeta, Blobs, Presigned};
+use storefront::queue::{Outgoing, Queue, QueueError, Received, Sent};
 use storefront::store::{
     Condition, Index, Item, Key, Page, Query, StoreError, Table, TxOp, UpdateOp,
 };
@@ -36,6 +42,16 @@ pub struct Recording {
     inner: Arc<dyn Table>,
     label: Mutex<String>,
     requests: Mutex<Vec<Request>>,
+    others: Mutex<Vec<Other>>,
+}
+
+/// A request to another service, through [`RecordingQueue`] or [`RecordingBlobs`]: the
+/// IAM action it needs and the resource as template.yaml names it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Other {
+    pub label: String,
+    pub action: &'static str,
+    pub resource: &'static str,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -48,7 +64,22 @@ impl Recording {
             inner,
             label: Mutex::new(String::new()),
             requests: Mutex::new(Vec::new()),
+            others: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The requests to other services recorded since the last call, oldest first.
+    pub fn take_others(&self) -> Vec<Other> {
+        std::mem::take(&mut *locked(&self.others))
+    }
+
+    fn note(&self, action: &'static str, resource: &'static str) {
+        let label = locked(&self.label).clone();
+        locked(&self.others).push(Other {
+            label,
+            action,
+            resource,
+        });
     }
 
     /// Labels the requests recorded from now on (the function making them, say).
@@ -134,5 +165,83 @@ impl Table for Recording {
         }
         self.record("TransactWriteItems", items);
         self.inner.transact(ops).await
+    }
+}
+
+/// The jobs queue, recorded as `sqs:*` requests on `JobsQueue.Arn` under the [`Recording`]'s
+/// label.
+pub struct RecordingQueue {
+    pub recording: Arc<Recording>,
+    pub inner: Arc<dyn Queue>,
+}
+
+const JOBS_QUEUE: &str = "JobsQueue.Arn";
+
+#[async_trait]
+impl Queue for RecordingQueue {
+    async fn send(&self, message: Outgoing) -> Result<String, QueueError> {
+        self.recording.note("sqs:SendMessage", JOBS_QUEUE);
+        self.inner.send(message).await
+    }
+    async fn send_batch(&self, messages: Vec<Outgoing>) -> Result<Vec<Sent>, QueueError> {
+        // SendMessageBatch is authorised as SendMessage.
+        self.recording.note("sqs:SendMessage", JOBS_QUEUE);
+        self.inner.send_batch(messages).await
+    }
+    async fn receive(&self, max: usize) -> Result<Vec<Received>, QueueError> {
+        self.recording.note("sqs:ReceiveMessage", JOBS_QUEUE);
+        self.inner.receive(max).await
+    }
+    async fn ack(&self, receipt: &str) -> Result<(), QueueError> {
+        self.recording.note("sqs:DeleteMessage", JOBS_QUEUE);
+        self.inner.ack(receipt).await
+    }
+    async fn retry_after(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
+        self.recording
+            .note("sqs:ChangeMessageVisibility", JOBS_QUEUE);
+        self.inner.retry_after(receipt, delay).await
+    }
+}
+
+/// The uploads bucket, recorded as `s3:*` requests on its objects under the
+/// [`Recording`]'s label (a presigned URL is authorised as the request it signs).
+pub struct RecordingBlobs {
+    pub recording: Arc<Recording>,
+    pub inner: Arc<dyn Blobs>,
+}
+
+const OBJECTS: &str = "${UploadsBucket.Arn}/*";
+
+#[async_trait]
+impl Blobs for RecordingBlobs {
+    async fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        length: u64,
+        ttl: Duration,
+    ) -> Result<Presigned, BlobError> {
+        self.recording.note("s3:PutObject", OBJECTS);
+        self.inner.presign_put(key, content_type, length, ttl).await
+    }
+    async fn presign_get(&self, key: &str, ttl: Duration) -> Result<Presigned, BlobError> {
+        self.recording.note("s3:GetObject", OBJECTS);
+        self.inner.presign_get(key, ttl).await
+    }
+    async fn head(&self, key: &str) -> Result<Option<BlobMeta>, BlobError> {
+        self.recording.note("s3:GetObject", OBJECTS);
+        self.inner.head(key).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<Blob>, BlobError> {
+        self.recording.note("s3:GetObject", OBJECTS);
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<(), BlobError> {
+        self.recording.note("s3:PutObject", OBJECTS);
+        self.inner.put(key, bytes, content_type).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        self.recording.note("s3:DeleteObject", OBJECTS);
+        self.inner.delete(key).await
     }
 }

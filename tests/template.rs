@@ -5,7 +5,8 @@
 //! is a crate, a row of the route table and a short `function.yaml`, never 45 copied lines:
 //!
 //! - its own role, whose policy lets it write its own log group and nothing else, send its
-//!   traces to X-Ray, and (an HTTP function) count the per-IP limit, plus its statements;
+//!   traces to X-Ray, (an HTTP function) count the per-IP limit and (one with routes for
+//!   callers) authenticate them, plus its own statements;
 //! - its own log group (30 days), in Lambda's JSON log format;
 //! - its HTTP events, one per route of the table (API Gateway's `$default` for not-found);
 //! - an alarm on its errors and one on its throttles, notifying `AlarmTopicArn` when set.
@@ -105,6 +106,13 @@ fn serves_http(function: &str) -> bool {
         || !storefront::routes::of_function(function).is_empty()
 }
 
+/// Whether some route of `function` is for callers (so its edge authenticates them).
+fn admits_callers(function: &str) -> bool {
+    storefront::routes::of_function(function)
+        .iter()
+        .any(|route| route.access() != storefront::http::router::Access::Anyone)
+}
+
 /// The resources of one function.
 fn render_function(function: &str, spec: &Spec) -> anyhow::Result<String> {
     let id = logical_id(function);
@@ -156,6 +164,23 @@ fn render_function(function: &str, spec: &Spec) -> anyhow::Result<String> {
                 Condition:
                   ForAllValues:StringLike:
                     dynamodb:LeadingKeys: ["RATE#ip#*"]
+"#;
+    }
+    if admits_callers(function) {
+        out += r#"              # The edge authenticates a caller: an API key is read, its use recorded and
+              # counted, its creator's role read; a token's user and session are read.
+              - Effect: Allow
+                Action: [dynamodb:GetItem]
+                Resource: !GetAtt Table.Arn
+                Condition:
+                  ForAllValues:StringLike:
+                    dynamodb:LeadingKeys: ["APIKEY#*", "TENANT#*"]
+              - Effect: Allow
+                Action: [dynamodb:UpdateItem]
+                Resource: !GetAtt Table.Arn
+                Condition:
+                  ForAllValues:StringLike:
+                    dynamodb:LeadingKeys: ["APIKEY#*", "RATE#api-key#*"]
 "#;
     }
     if let Some(statements) = &spec.statements {

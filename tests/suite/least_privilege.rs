@@ -1,20 +1,28 @@
-//! Each function's IAM policy in template.yaml grants every table request the function
-//! makes. The functions run their real flows over a store that records each request as the
-//! DynamoDB action IAM authorises (a transaction is authorised item by item), with the
-//! resource (table or index) and partition it touches; each must be allowed by a statement
-//! of that function's policy, `dynamodb:LeadingKeys` conditions included.
+//! Each function's IAM policy in template.yaml grants every request the function makes, and
+//! nothing it does not. The functions run their real flows over ports that record each
+//! request as the action IAM authorises: the table's as DynamoDB actions (a transaction is
+//! authorised item by item) with the resource (table or index) and partition they touch,
+//! the queue's and the bucket's as SQS and S3 actions. Each must be allowed by a statement
+//! of that function's policy, `dynamodb:LeadingKeys` conditions included; each action a
+//! statement grants must be used by a flow (or by Lambda on the function's behalf: its
+//! event source, its failure destination, its logs and traces); no table write is granted
+//! without a `LeadingKeys` condition; and the SSM signing keys are read by exactly the
+//! functions that issue tokens.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use http::Method;
 use serde_json::{json, Value};
 use serde_norway::Value as Yaml;
 use storefront::context::AppContext;
+use storefront::http::router::Access;
 use storefront::jobs::outbox;
 use storefront::jobs::worker::Job;
+use storefront::jobs::JobMessage;
 use storefront::routes;
 use storefront::store::{Item, Key};
-use storefront_tests::recording::{Recording, Touch};
+use storefront_tests::recording::{Other, Recording, RecordingBlobs, RecordingQueue, Touch};
 
 use crate::helpers;
 
@@ -29,6 +37,8 @@ struct Request {
 struct Harness {
     ctx: AppContext,
     recording: Arc<Recording>,
+    /// The functions whose answers carried an access token they signed.
+    issuers: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl Harness {
@@ -59,23 +69,61 @@ impl Harness {
             "{function} {path}: {:?}",
             response.body()
         );
-        serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null)
+        let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null);
+        if body["access_token"].is_string() || body["tokens"]["access_token"].is_string() {
+            self.issuers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(function.to_owned());
+        }
+        body
+    }
+
+    /// Sends a request to `function` whatever it answers: for the requests its edge makes.
+    async fn reach(&self, function: &str, method: Method, path: &str, token: &str) {
+        self.as_function(function);
+        let body = matches!(method, Method::POST | Method::PATCH).then(|| json!({}));
+        storefront::edge::dispatch(
+            &self.ctx,
+            &routes::of_function(function),
+            helpers::api_request(method, path, Some(token), body),
+        )
+        .await;
     }
 }
 
-/// The table requests of every function's flows: success and refusal paths alike.
-async fn requests_of_every_flow() -> Vec<Request> {
+/// What every function's flows did: success and refusal paths alike.
+struct Flows {
+    table: Vec<Request>,
+    others: Vec<Other>,
+    /// The functions that signed an access token.
+    issuers: BTreeSet<String>,
+}
+
+/// Runs every function's flows over the recording ports.
+async fn requests_of_every_flow() -> Flows {
     let (embedded, _dir) = helpers::embedded(helpers::system_clock());
     let recording = Arc::new(Recording::new(embedded.ctx.table.clone()));
     let mut ctx = embedded.ctx.clone();
     ctx.table = recording.clone();
+    ctx.queue = Arc::new(RecordingQueue {
+        recording: recording.clone(),
+        inner: embedded.ctx.queue.clone(),
+    });
+    ctx.blobs = Arc::new(RecordingBlobs {
+        recording: recording.clone(),
+        inner: embedded.ctx.blobs.clone(),
+    });
     let h = Harness {
         ctx,
         recording: recording.clone(),
+        issuers: std::sync::Mutex::new(BTreeSet::new()),
     };
     let password = "correct horse battery staple";
 
     h.call("health", Method::GET, "/health", None, None, 200)
+        .await;
+    h.call("not-found", Method::GET, "/nowhere", None, None, 404)
         .await;
     h.call(
         "jwks",
@@ -172,15 +220,19 @@ async fn requests_of_every_flow() -> Vec<Request> {
         200,
     )
     .await;
-    h.call(
-        "members-update",
-        Method::PATCH,
-        &format!("/v1/members/{}", member["id"].as_str().unwrap()),
-        Some(owner),
-        Some(json!({"role": "admin"})),
-        200,
-    )
-    .await;
+    // Promoted to admin, then to owner, then demoted: demoting an owner also checks that
+    // the caller still is one, in the same transaction.
+    for role in ["admin", "owner", "admin"] {
+        h.call(
+            "members-update",
+            Method::PATCH,
+            &format!("/v1/members/{}", member["id"].as_str().unwrap()),
+            Some(owner),
+            Some(json!({ "role": role })),
+            200,
+        )
+        .await;
+    }
     let key = h
         .call(
             "api-keys-create",
@@ -206,6 +258,31 @@ async fn requests_of_every_flow() -> Vec<Request> {
     ] {
         h.call("audit-log-list", Method::GET, path, Some(owner), None, 200)
             .await;
+    }
+    // Every route for callers, called with an API key of its own (a key's first use is
+    // recorded): what its edge reads and writes to authenticate a key.
+    for route in routes::ROUTES
+        .iter()
+        .filter(|r| r.access() != Access::Anyone)
+    {
+        let key = h
+            .call(
+                "api-keys-create",
+                Method::POST,
+                "/v1/api-keys",
+                Some(owner),
+                Some(json!({"name": format!("Reach {}", route.function)})),
+                201,
+            )
+            .await;
+        let path = route.path.replace("{id}", "xyz_01JD0000000000000000000000");
+        h.reach(
+            route.function,
+            route.method.clone(),
+            &path,
+            key["key"].as_str().unwrap(),
+        )
+        .await;
     }
     h.call("me", Method::GET, "/v1/me", Some(owner), None, 200)
         .await;
@@ -304,7 +381,24 @@ async fn requests_of_every_flow() -> Vec<Request> {
         .unwrap();
     assert_eq!(sent, 1);
 
-    recording
+    // The worker runs the job the relay sent.
+    h.as_function("worker");
+    let message = JobMessage {
+        id: "m-1".into(),
+        body: job.to_body().unwrap(),
+        receive_count: 1,
+    };
+    let outcome =
+        storefront::jobs::process_batch(&h.ctx, &storefront::jobs::worker::Dispatcher, &[message])
+            .await;
+    assert!(outcome.failed.is_empty());
+    let issuers = h
+        .issuers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+
+    let table = recording
         .take()
         .into_iter()
         .flat_map(|request| {
@@ -314,7 +408,12 @@ async fn requests_of_every_flow() -> Vec<Request> {
                 touch,
             })
         })
-        .collect()
+        .collect();
+    Flows {
+        table,
+        others: recording.take_others(),
+        issuers,
+    }
 }
 
 /// The text of a resource as the template writes it (`!GetAtt Table.Arn`,
@@ -392,12 +491,17 @@ fn statements_of(template: &Yaml, function: &str) -> Vec<Yaml> {
         .collect()
 }
 
-fn allows(statement: &Yaml, touch: &Touch) -> bool {
-    let action = format!("dynamodb:{}", touch.action);
-    let resources: Vec<String> = match &statement["Resource"] {
+/// The resources a statement names, as [`resource_name`] writes them.
+fn resources_of(statement: &Yaml) -> Vec<String> {
+    match &statement["Resource"] {
         Yaml::Sequence(all) => all.iter().filter_map(resource_name).collect(),
         one => resource_name(one).into_iter().collect(),
-    };
+    }
+}
+
+fn allows(statement: &Yaml, touch: &Touch) -> bool {
+    let action = format!("dynamodb:{}", touch.action);
+    let resources = resources_of(statement);
     let leading_keys =
         strings(&statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]);
     strings(&statement["Action"]).contains(&action)
@@ -405,31 +509,100 @@ fn allows(statement: &Yaml, touch: &Touch) -> bool {
         && (leading_keys.is_empty() || leading_keys.iter().any(|p| like(p, &touch.partition)))
 }
 
-#[tokio::test]
-async fn every_table_request_a_function_makes_is_granted_by_its_own_policy() {
-    let template: Yaml = serde_norway::from_str(
+fn template() -> Yaml {
+    serde_norway::from_str(
         &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap(),
     )
-    .unwrap();
-    let mut requests = requests_of_every_flow().await;
+    .unwrap()
+}
+
+/// The DynamoDB actions on items (the ones a flow's requests are recorded as).
+const ITEM_ACTIONS: [&str; 6] = [
+    "GetItem",
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "ConditionCheckItem",
+    "Query",
+];
+
+/// The table writes, which must each be scoped to the key families a function writes.
+const WRITES: [&str; 4] = ["PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"];
+
+/// What Lambda itself does with a function's role, from its events in the template: poll
+/// its queue, read its stream, send a failed batch's record to its destination; and what
+/// every function does, write its logs and traces. (action, resource as the template
+/// names it.)
+fn used_by_lambda(template: &Yaml, function: &str) -> BTreeSet<(String, String)> {
+    let mut used = BTreeSet::new();
+    let (_, resource) = template["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .find(|(_, r)| {
+            r["Properties"]["CodeUri"].as_str() == Some(&format!("functions/{function}"))
+        })
+        .unwrap();
+    for (_, event) in resource["Properties"]["Events"]
+        .as_mapping()
+        .into_iter()
+        .flatten()
+    {
+        let p = &event["Properties"];
+        match event["Type"].as_str() {
+            Some("SQS") => {
+                let queue = resource_name(&p["Queue"]).unwrap();
+                for action in [
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:ChangeMessageVisibility",
+                    "sqs:GetQueueAttributes",
+                ] {
+                    used.insert((action.to_owned(), queue.clone()));
+                }
+            }
+            Some("DynamoDB") => {
+                let stream = resource_name(&p["Stream"]).unwrap();
+                for action in [
+                    "dynamodb:DescribeStream",
+                    "dynamodb:GetRecords",
+                    "dynamodb:GetShardIterator",
+                ] {
+                    used.insert((action.to_owned(), stream.clone()));
+                }
+                used.insert(("dynamodb:ListStreams".to_owned(), "*".to_owned()));
+                if let Some(destination) =
+                    resource_name(&p["DestinationConfig"]["OnFailure"]["Destination"])
+                {
+                    used.insert(("sqs:SendMessage".to_owned(), destination));
+                }
+            }
+            _ => {}
+        }
+    }
+    used
+}
+
+#[tokio::test]
+async fn every_request_a_function_makes_is_granted_by_its_own_policy_and_nothing_more() {
+    let template = template();
+    let flows = requests_of_every_flow().await;
+    let mut requests = flows.table;
     requests.sort();
     requests.dedup();
-    let functions: std::collections::BTreeSet<&str> =
-        requests.iter().map(|r| r.function.as_str()).collect();
-    // The flows reach every function that uses the table.
+    let functions: BTreeSet<&str> = requests.iter().map(|r| r.function.as_str()).collect();
+    // The flows reach every function that uses the table: each HTTP one counts its client.
     for function in routes::ROUTES
         .iter()
         .map(|r| r.function)
-        .chain(["outbox-relay"])
+        .chain(["outbox-relay", routes::UNMATCHED])
     {
-        if function != "jwks" {
-            assert!(
-                functions.contains(function),
-                "no table request seen from {function}"
-            );
-        }
+        assert!(
+            functions.contains(function),
+            "no table request seen from {function}"
+        );
     }
-    let refused: Vec<String> = requests
+    let mut refused: Vec<String> = requests
         .iter()
         .filter(|request| {
             !statements_of(&template, &request.function)
@@ -443,10 +616,105 @@ async fn every_table_request_a_function_makes_is_granted_by_its_own_policy() {
             )
         })
         .collect();
+    for other in &flows.others {
+        let granted = statements_of(&template, &other.label).iter().any(|s| {
+            strings(&s["Action"]).iter().any(|a| a == other.action)
+                && resources_of(s).iter().any(|r| r == other.resource)
+        });
+        if !granted {
+            refused.push(format!(
+                "{} needs {} on {}",
+                other.label, other.action, other.resource
+            ));
+        }
+    }
     assert!(
         refused.is_empty(),
         "template.yaml refuses:\n{}",
         refused.join("\n")
+    );
+
+    let mut excess = Vec::new();
+    let all_functions: Vec<String> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../functions"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+    for function in &all_functions {
+        let lambda = used_by_lambda(&template, function);
+        for statement in statements_of(&template, function) {
+            let resources = resources_of(&statement);
+            let leading_keys =
+                strings(&statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]);
+            for action in strings(&statement["Action"]) {
+                if action.starts_with("logs:") || action.starts_with("xray:") {
+                    continue;
+                }
+                if let Some(item_action) = action
+                    .strip_prefix("dynamodb:")
+                    .filter(|a| ITEM_ACTIONS.contains(a))
+                {
+                    if WRITES.contains(&item_action) && leading_keys.is_empty() {
+                        excess.push(format!("{function} may {action} anywhere in the table: scope it with dynamodb:LeadingKeys"));
+                    }
+                    let patterns = if leading_keys.is_empty() {
+                        vec!["*".to_owned()]
+                    } else {
+                        leading_keys.clone()
+                    };
+                    for resource in &resources {
+                        for pattern in &patterns {
+                            let used = requests.iter().any(|r| {
+                                r.function == *function
+                                    && r.touch.action == item_action
+                                    && r.touch.resource == resource
+                                    && like(pattern, &r.touch.partition)
+                            });
+                            if !used {
+                                excess.push(format!("{function} is granted {action} on {resource} ({pattern}) that no flow uses"));
+                            }
+                        }
+                    }
+                    continue;
+                }
+                if action == "ssm:GetParameter" {
+                    if !flows.issuers.contains(function) {
+                        excess.push(format!(
+                            "{function} may read the signing keys but signs no token"
+                        ));
+                    }
+                    continue;
+                }
+                for resource in &resources {
+                    let used = lambda.contains(&(action.clone(), resource.clone()))
+                        || flows.others.iter().any(|o| {
+                            o.label == *function && o.action == action && o.resource == resource
+                        });
+                    if !used {
+                        excess.push(format!(
+                            "{function} is granted {action} on {resource} that nothing uses"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for issuer in &flows.issuers {
+        let reads_keys = statements_of(&template, issuer).iter().any(|s| {
+            strings(&s["Action"])
+                .iter()
+                .any(|a| a == "ssm:GetParameter")
+        });
+        if !reads_keys {
+            excess.push(format!(
+                "{issuer} signs tokens but may not read the signing keys"
+            ));
+        }
+    }
+    assert!(
+        excess.is_empty(),
+        "template.yaml grants more than is used:\n{}",
+        excess.join("\n")
     );
 }
 

@@ -127,7 +127,10 @@ mod tests {
         assert!(eur(1).checked_add(&Money::zero(Currency::usd())).is_err());
         assert_eq!(eur(250).times(3).unwrap(), eur(750));
         assert!(eur(MAX_AMOUNT).times(2).is_err());
-        assert!(eur(MAX_AMOUNT / 2).times(u32::MAX).is_err(), "no overflow, a refusal");
+        assert!(
+            eur(MAX_AMOUNT / 2).times(u32::MAX).is_err(),
+            "no overflow, a refusal"
+        );
         assert_eq!(
             serde_json::to_value(eur(1999)).unwrap(),
             serde_json::json!({"amount": 1999, "currency": "eur"})
