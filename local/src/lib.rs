@@ -67,6 +67,44 @@ pub struct RotateKeys {
     /// The String parameter with the public JWKS (the stack's JwksParameter).
     #[arg(long, default_value = "/storefront/jwks")]
     pub jwks_parameter: String,
+    /// The alias of the customer-managed KMS key the signing keys are encrypted under
+    /// (the stack's SigningKeysKmsAlias); made on first use.
+    #[arg(long, default_value = "alias/storefront/signing-keys")]
+    pub kms_alias: String,
+}
+
+/// The customer-managed KMS key under `alias`, made (with that alias) when there is none.
+/// Its key policy is KMS's default, which leaves who may use it to IAM: template.yaml
+/// grants decryption to the four functions that issue tokens, and to no other.
+pub async fn ensure_kms_key(kms: &aws_sdk_kms::Client, alias: &str) -> anyhow::Result<String> {
+    match kms.describe_key().key_id(alias).send().await {
+        Ok(found) => {
+            return found
+                .key_metadata()
+                .map(|key| key.arn().unwrap_or(key.key_id()).to_owned())
+                .with_context(|| format!("KMS describes {alias} without its key"))
+        }
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_not_found_exception()) => {}
+        Err(e) => return Err(e).with_context(|| format!("looking up KMS key {alias}")),
+    }
+    let created = kms
+        .create_key()
+        .description("Storefront: encrypts the token signing keys in SSM")
+        .send()
+        .await
+        .context("creating the signing keys' KMS key")?;
+    let key = created
+        .key_metadata()
+        .context("KMS created a key without metadata")?;
+    kms.create_alias()
+        .alias_name(alias)
+        .target_key_id(key.key_id())
+        .send()
+        .await
+        .with_context(|| format!("naming the new KMS key {alias}"))?;
+    Ok(key.arn().unwrap_or(key.key_id()).to_owned())
 }
 
 /// Rotates the signing keys of the data directory, or of SSM with `--aws`.
@@ -74,10 +112,13 @@ pub async fn rotate_keys(options: &Options, rotate: &RotateKeys) -> anyhow::Resu
     if rotate.aws {
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let ssm = aws_sdk_ssm::Client::new(&sdk);
+        let kms = aws_sdk_kms::Client::new(&sdk);
+        ensure_kms_key(&kms, &rotate.kms_alias).await?;
         let kid = storefront::auth::keys::rotate_aws(
             &ssm,
             &rotate.signing_parameter,
             &rotate.jwks_parameter,
+            &rotate.kms_alias,
         )
         .await?;
         Ok(format!(

@@ -1422,9 +1422,24 @@ async fn the_local_server_serves_the_identity_flow_over_http() {
 async fn rotating_the_keys_in_ssm_keeps_two_live_and_publishes_their_jwks() {
     use storefront::auth::keys::{rotate_aws, StoredKeys};
     use storefront::auth::tokens::{Claims, AUDIENCE, ISSUER};
-    let ssm = aws_sdk_ssm::Client::new(&helpers::moto_sdk().await);
+    let sdk = helpers::moto_sdk().await;
+    let ssm = aws_sdk_ssm::Client::new(&sdk);
+    let kms = aws_sdk_kms::Client::new(&sdk);
     let prefix = helpers::unique("/storefront");
     let (signing, jwks) = (format!("{prefix}/signing-keys"), format!("{prefix}/jwks"));
+    let alias = format!("alias{prefix}");
+    // The customer-managed key is made on first use, and found again after.
+    let key = storefront_local::ensure_kms_key(&kms, &alias)
+        .await
+        .expect("a key is made");
+    assert_eq!(
+        storefront_local::ensure_kms_key(&kms, &alias)
+            .await
+            .unwrap(),
+        key,
+        "the same key, not a second one"
+    );
+    let rotate_aws = |ssm, signing, jwks| rotate_aws(ssm, signing, jwks, &alias);
     let read_ring = || async {
         let value = ssm
             .get_parameter()
@@ -1480,5 +1495,27 @@ async fn rotating_the_keys_in_ssm_keeps_two_live_and_publishes_their_jwks() {
     assert!(
         read_jwks().await.verify(&token, now + 1).is_err(),
         "two rotations retire the first key"
+    );
+    let stored = ssm
+        .describe_parameters()
+        .parameter_filters(
+            aws_sdk_ssm::types::ParameterStringFilter::builder()
+                .key("Name")
+                .values(&signing)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let described = &stored.parameters()[0];
+    assert_eq!(
+        described.r#type(),
+        Some(&aws_sdk_ssm::types::ParameterType::SecureString)
+    );
+    assert_eq!(
+        described.key_id(),
+        Some(alias.as_str()),
+        "under the customer-managed key"
     );
 }

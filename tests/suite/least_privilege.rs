@@ -526,6 +526,10 @@ const ITEM_ACTIONS: [&str; 6] = [
     "Query",
 ];
 
+/// Reading the signing keys: their SSM parameter, decrypted with their KMS key. Exactly the
+/// functions that sign tokens may.
+const SIGNING_KEYS: [&str; 2] = ["ssm:GetParameter", "kms:Decrypt"];
+
 /// The table writes, which must each be scoped to the key families a function writes.
 const WRITES: [&str; 4] = ["PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"];
 
@@ -677,10 +681,10 @@ async fn every_request_a_function_makes_is_granted_by_its_own_policy_and_nothing
                     }
                     continue;
                 }
-                if action == "ssm:GetParameter" {
+                if SIGNING_KEYS.contains(&action.as_str()) {
                     if !flows.issuers.contains(function) {
                         excess.push(format!(
-                            "{function} may read the signing keys but signs no token"
+                            "{function} may {action} (the signing keys) but signs no token"
                         ));
                     }
                     continue;
@@ -700,15 +704,15 @@ async fn every_request_a_function_makes_is_granted_by_its_own_policy_and_nothing
         }
     }
     for issuer in &flows.issuers {
-        let reads_keys = statements_of(&template, issuer).iter().any(|s| {
-            strings(&s["Action"])
+        for needed in SIGNING_KEYS {
+            let granted = statements_of(&template, issuer)
                 .iter()
-                .any(|a| a == "ssm:GetParameter")
-        });
-        if !reads_keys {
-            excess.push(format!(
-                "{issuer} signs tokens but may not read the signing keys"
-            ));
+                .any(|s| strings(&s["Action"]).iter().any(|a| a == needed));
+            if !granted {
+                excess.push(format!(
+                    "{issuer} signs tokens but may not {needed} (the signing keys)"
+                ));
+            }
         }
     }
     assert!(

@@ -153,12 +153,14 @@ pub async fn load_aws(sdk: &aws_config::SdkConfig) -> anyhow::Result<KeyRing> {
 }
 
 /// Rotates the keys kept in SSM: adds a new key to the SecureString `signing_parameter`
-/// (keeping the two newest) and writes the matching public JWKS to `jwks_parameter`.
-/// Returns the new key id. Deploy afterwards so every function reads the new JWKS.
+/// (keeping the two newest), encrypted under the KMS key `kms_key` (an id, ARN or alias),
+/// and writes the matching public JWKS to `jwks_parameter`. Returns the new key id. Deploy
+/// afterwards so every function reads the new JWKS.
 pub async fn rotate_aws(
     ssm: &aws_sdk_ssm::Client,
     signing_parameter: &str,
     jwks_parameter: &str,
+    kms_key: &str,
 ) -> anyhow::Result<String> {
     let current = match ssm
         .get_parameter()
@@ -199,6 +201,8 @@ pub async fn rotate_aws(
         .name(signing_parameter)
         .value(serde_json::to_string(&stored)?)
         .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        // Under the customer-managed key only the token-issuing functions may decrypt with.
+        .key_id(kms_key)
         .overwrite(true)
         .send()
         .await
