@@ -114,7 +114,7 @@ pub async fn rotate_keys(options: &Options, rotate: &RotateKeys) -> anyhow::Resu
         let ssm = aws_sdk_ssm::Client::new(&sdk);
         let kms = aws_sdk_kms::Client::new(&sdk);
         ensure_kms_key(&kms, &rotate.kms_alias).await?;
-        let kid = storefront::auth::keys::rotate_aws(
+        let kid = storefront::credentials::keys::rotate_aws(
             &ssm,
             &rotate.signing_parameter,
             &rotate.jwks_parameter,
@@ -126,7 +126,7 @@ pub async fn rotate_keys(options: &Options, rotate: &RotateKeys) -> anyhow::Resu
             rotate.signing_parameter, rotate.jwks_parameter
         ))
     } else {
-        let kid = storefront::auth::keys::rotate_local(&options.data_dir)?;
+        let kid = storefront::credentials::keys::rotate_local(&options.data_dir)?;
         Ok(format!(
             "new signing key {kid} in {}; restart the server to sign with it (tokens of the previous key still verify)",
             options.data_dir.display()
@@ -217,11 +217,11 @@ impl Server {
         let generated_payment_secret = options.payment_webhook_secret.is_none();
         let payment_secret = match options.payment_webhook_secret {
             Some(chosen) => chosen,
-            None => storefront::context::load_or_create_webhook_secret(
+            None => storefront::credentials::files::load_or_create_webhook_secret(
                 &options
                     .data_dir
                     .join("keys")
-                    .join(storefront::context::PAYMENT_WEBHOOK_SECRET_FILE),
+                    .join(storefront::credentials::files::PAYMENT_WEBHOOK_SECRET_FILE),
             )?,
         };
         embedded.ctx.payment_webhook_secret = Some(payment_secret);

@@ -8,10 +8,23 @@ use crate::domain::{Caller, Principal};
 use crate::http::{client_ip, Request};
 use crate::ids::IdKind;
 use crate::repo::audit::{self, Actor, Entry, Resource};
-use crate::store::{StoreError, TxOp};
+use crate::store::{StoreError, Transaction, TxOp};
 
 /// The label an audit entry takes in a transaction.
 pub const LABEL: &str = "the audit entry";
+
+/// A transaction that starts with the entry recording `change` (see [`entry`]): the
+/// change's own operations are added to it, so both land together or not at all.
+pub fn recorded(
+    ctx: &AppContext,
+    req: &Request,
+    caller: &Caller,
+    change: Change<'_>,
+) -> Result<Transaction<&'static str>, StoreError> {
+    let mut tx = Transaction::new();
+    tx.add(LABEL, entry(ctx, req, caller, change)?)?;
+    Ok(tx)
+}
 
 /// What an entry says was done: `action` (e.g. `member.created`) to the resource
 /// `kind`/`id`, and what changed where the action alone does not say.

@@ -8,23 +8,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
-use zeroize::Zeroizing;
 
-use crate::auth::tokens::KeyRing;
 use crate::blobs::embedded::EmbeddedBlobs;
 use crate::blobs::s3::S3Blobs;
-use crate::blobs::{Blob, BlobError, BlobMeta, Blobs, Presigned};
+use crate::blobs::Blobs;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AwsConfig, RateLimits};
-use crate::crypto::SigningKey;
+use crate::credentials::files::load_or_create_key;
+use crate::credentials::tokens::KeyRing;
 use crate::ids::{IdGenerator, UlidGenerator};
 use crate::queue::embedded::{EmbeddedQueue, EmbeddedQueues, QueueConfig};
 use crate::queue::sqs::SqsQueue;
-use crate::queue::{Outgoing, Queue, QueueError, Received, Redrive, Sent};
+use crate::queue::{Queue, Redrive};
 use crate::store::dynamo::DynamoTable;
 use crate::store::embedded::{EmbeddedTable, OpenError};
 use crate::store::Table;
@@ -72,7 +69,7 @@ impl AppContext {
         let config = AwsConfig::from_env()?;
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let mut ctx = Self::aws(&sdk, &config, Arc::new(SystemClock));
-        ctx.keys = Arc::new(crate::auth::keys::load_aws(&sdk).await?);
+        ctx.keys = Arc::new(crate::credentials::keys::load_aws(&sdk).await?);
         Ok(ctx)
     }
 
@@ -95,7 +92,7 @@ impl AppContext {
                 );
                 Arc::new(SqsQueue::new(sqs, url))
             }
-            None => Arc::new(Unconfigured("STOREFRONT_QUEUE_URL")),
+            None => Arc::new(crate::queue::Unconfigured("STOREFRONT_QUEUE_URL")),
         };
         let blobs: Arc<dyn Blobs> = match &config.bucket {
             Some(bucket) => {
@@ -107,7 +104,7 @@ impl AppContext {
                 );
                 Arc::new(S3Blobs::new(s3, bucket))
             }
-            None => Arc::new(Unconfigured("STOREFRONT_BUCKET")),
+            None => Arc::new(crate::blobs::Unconfigured("STOREFRONT_BUCKET")),
         };
         Self {
             table: Arc::new(table),
@@ -158,7 +155,7 @@ impl AppContext {
             .map_err(EmbeddedError::Other)?;
         let blobs = EmbeddedBlobs::open(&data_dir.join("blobs"), public_url, key, clock.clone())
             .map_err(EmbeddedError::Other)?;
-        let keys = crate::auth::keys::load_local(data_dir).map_err(EmbeddedError::Other)?;
+        let keys = crate::credentials::keys::load_local(data_dir).map_err(EmbeddedError::Other)?;
         let ctx = Self {
             keys: Arc::new(keys),
             payment_webhook_secret: None,
@@ -194,164 +191,4 @@ pub enum EmbeddedError {
     Open(#[from] OpenError),
     #[error("{0:#}")]
     Other(anyhow::Error),
-}
-
-/// Reads a 32-byte key from `path`, creating it (readable by the owner only) on first start.
-pub fn load_or_create_key(path: &Path) -> anyhow::Result<SigningKey> {
-    load_or_create(
-        path,
-        "a 32-byte key",
-        |bytes| (bytes.len() == 32).then(|| SigningKey::from_bytes(bytes)),
-        || {
-            let key = SigningKey::generate()?;
-            let bytes = Zeroizing::new(key.expose().to_vec());
-            Ok((key, bytes))
-        },
-    )
-}
-
-/// Where a data directory keeps its generated payment webhook secret, under `keys/`.
-pub const PAYMENT_WEBHOOK_SECRET_FILE: &str = "payment-webhook.secret";
-
-/// Reads a webhook secret (`whsec_…`) from `path`, creating it (readable by the owner only)
-/// on first start, so the payment provider stays configured across restarts.
-pub fn load_or_create_webhook_secret(path: &Path) -> anyhow::Result<SecretString> {
-    load_or_create(
-        path,
-        "a `whsec_` secret",
-        |bytes| {
-            let text = String::from_utf8(bytes).ok()?;
-            let secret = text.trim();
-            secret
-                .starts_with("whsec_")
-                .then(|| SecretString::from(secret.to_owned()))
-        },
-        || {
-            let secret = Zeroizing::new(format!("whsec_{}", crate::crypto::random_token(32)?));
-            let bytes = Zeroizing::new(secret.as_bytes().to_vec());
-            Ok((SecretString::from(secret.as_str().to_owned()), bytes))
-        },
-    )
-}
-
-/// Reads the private file at `path` with `decode` (`None`: it does not hold `what`), or, on
-/// first start, makes a value with `make` and writes its bytes there, owner-readable only.
-fn load_or_create<T>(
-    path: &Path,
-    what: &str,
-    decode: impl FnOnce(Vec<u8>) -> Option<T>,
-    make: impl FnOnce() -> anyhow::Result<(T, Zeroizing<Vec<u8>>)>,
-) -> anyhow::Result<T> {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            return decode(bytes).with_context(|| {
-                format!(
-                    "{} does not hold {what}; delete it to make a new one",
-                    path.display()
-                )
-            })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let (value, bytes) = make()?;
-    write_private(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
-    Ok(value)
-}
-
-/// Writes a new file readable by its owner only (keys), whole or not at all: the bytes go
-/// to a temporary file that is synced and then linked into place, so a crash half-way
-/// leaves no truncated key to stop the next start. Like `create_new`, it refuses to
-/// replace a file that exists: a key is never overwritten.
-#[cfg(unix)]
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let partial = path.with_extension(format!("partial-{}", std::process::id()));
-    // Left by a crash of an earlier process with this id: never a file anyone reads.
-    let _ = std::fs::remove_file(&partial);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&partial)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    // A hard link fails if `path` exists, where a rename would silently replace it.
-    let linked = std::fs::hard_link(&partial, path);
-    let _ = std::fs::remove_file(&partial);
-    linked?;
-    // The link is durable once the directory holding it is.
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => std::fs::File::open(dir)?.sync_all(),
-        _ => Ok(()),
-    }
-}
-
-#[cfg(not(unix))]
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
-}
-
-/// The adapter of a port this function was not given (its template grants no access):
-/// every call fails with a message naming the missing setting.
-struct Unconfigured(&'static str);
-
-impl Unconfigured {
-    fn error(&self) -> anyhow::Error {
-        anyhow::anyhow!(
-            "this function is not configured for this dependency ({} is unset)",
-            self.0
-        )
-    }
-}
-
-#[async_trait]
-impl Queue for Unconfigured {
-    async fn send(&self, _: Outgoing) -> Result<String, QueueError> {
-        Err(self.error().into())
-    }
-    async fn send_batch(&self, _: Vec<Outgoing>) -> Result<Vec<Sent>, QueueError> {
-        Err(self.error().into())
-    }
-    async fn receive(&self, _: usize) -> Result<Vec<Received>, QueueError> {
-        Err(self.error().into())
-    }
-    async fn ack(&self, _: &str) -> Result<(), QueueError> {
-        Err(self.error().into())
-    }
-    async fn retry_after(&self, _: &str, _: Duration) -> Result<(), QueueError> {
-        Err(self.error().into())
-    }
-}
-
-#[async_trait]
-impl Blobs for Unconfigured {
-    async fn presign_put(
-        &self,
-        _: &str,
-        _: &str,
-        _: u64,
-        _: Duration,
-    ) -> Result<Presigned, BlobError> {
-        Err(self.error().into())
-    }
-    async fn presign_get(&self, _: &str, _: Duration) -> Result<Presigned, BlobError> {
-        Err(self.error().into())
-    }
-    async fn head(&self, _: &str) -> Result<Option<BlobMeta>, BlobError> {
-        Err(self.error().into())
-    }
-    async fn get(&self, _: &str) -> Result<Option<Blob>, BlobError> {
-        Err(self.error().into())
-    }
-    async fn put(&self, _: &str, _: bytes::Bytes, _: &str) -> Result<(), BlobError> {
-        Err(self.error().into())
-    }
-    async fn delete(&self, _: &str) -> Result<(), BlobError> {
-        Err(self.error().into())
-    }
 }

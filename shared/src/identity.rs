@@ -6,11 +6,11 @@
 
 use serde::Serialize;
 
-use crate::auth::passwords;
-use crate::auth::secrets::RefreshToken;
-use crate::auth::tokens::{Claims, ACCESS_TOKEN_SECONDS, AUDIENCE, ISSUER};
 use crate::clock::rfc3339;
 use crate::context::AppContext;
+use crate::credentials::passwords;
+use crate::credentials::secrets::RefreshToken;
+use crate::credentials::tokens::{Claims, ACCESS_TOKEN_SECONDS, AUDIENCE, ISSUER};
 use crate::domain::{Email, Password, PersonName, Role, SessionId, TenantId, UserId};
 use crate::http::{client_ip, Request};
 use crate::repo::sessions::{self, Session};

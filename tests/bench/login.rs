@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use storefront::auth::passwords;
+use storefront::credentials::passwords;
 use storefront::domain::Password;
 use storefront_local::{Options, Server};
 

@@ -156,6 +156,17 @@ async fn main() -> anyhow::Result<()> {
     row("GET /v1/me (API key, again within a minute)", &s);
     let (s, _) = call(&ctx, Method::GET, "/v1/api-keys", Some(&owner), None).await;
     row("GET /v1/api-keys", &s);
+    let (s, _) = call(&ctx, Method::GET, "/v1/audit-log", Some(&owner), None).await;
+    row("GET /v1/audit-log", &s);
+    let (s, _) = call(
+        &ctx,
+        Method::GET,
+        &format!("/v1/audit-log?resource={member_id}"),
+        Some(&owner),
+        None,
+    )
+    .await;
+    row("GET /v1/audit-log?resource=<id>", &s);
     let key_id = key["id"].as_str().unwrap_or_default().to_owned();
     let (s, _) = call(
         &ctx,

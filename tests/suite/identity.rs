@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use http::Method;
 use serde_json::{json, Value};
-use storefront::auth::tokens::KeyRing;
 use storefront::clock::Clock as _;
+use storefront::credentials::tokens::KeyRing;
 use storefront::store::{Condition, Item, Key, Page, Query, StoreError, Table, TxOp, UpdateOp};
 
 use crate::helpers::api::{dynamo, embedded, Api};
@@ -1420,8 +1420,8 @@ async fn the_local_server_serves_the_identity_flow_over_http() {
 
 #[tokio::test]
 async fn rotating_the_keys_in_ssm_keeps_two_live_and_publishes_their_jwks() {
-    use storefront::auth::keys::{rotate_aws, StoredKeys};
-    use storefront::auth::tokens::{Claims, AUDIENCE, ISSUER};
+    use storefront::credentials::keys::{rotate_aws, StoredKeys};
+    use storefront::credentials::tokens::{Claims, AUDIENCE, ISSUER};
     let sdk = helpers::moto_sdk().await;
     let ssm = aws_sdk_ssm::Client::new(&sdk);
     let kms = aws_sdk_kms::Client::new(&sdk);

@@ -441,3 +441,80 @@ fn the_api_writes_an_access_log_line_per_request_with_its_request_id() {
     assert_eq!(format["request_id"], "$context.requestId");
     assert_eq!(format["status"], "$context.status");
 }
+
+/// The layers `shared/src/lib.rs`'s map lists, bottom first: each bullet's modules.
+fn layers() -> Vec<Vec<String>> {
+    let lib = std::fs::read_to_string(repo().join("shared/src/lib.rs")).expect("lib.rs");
+    lib.lines()
+        .filter_map(|line| line.strip_prefix("//! - "))
+        .map(|bullet| {
+            let head = bullet.split(':').next().unwrap_or_default();
+            head.split("[`")
+                .skip(1)
+                .filter_map(|part| part.split('`').next())
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect()
+}
+
+/// The `crate::<module>` paths a module's code (not its comments) names.
+fn imports_of(module: &str) -> BTreeSet<String> {
+    let src = repo().join("shared/src");
+    let mut files = Vec::new();
+    let single = src.join(format!("{module}.rs"));
+    if single.exists() {
+        files.push(single);
+    }
+    let mut dirs = vec![src.join(module)];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    let mut imports = BTreeSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("source");
+        for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            for part in line.split("crate::").skip(1) {
+                let name: String = part
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if name != module && !name.is_empty() {
+                    imports.insert(name);
+                }
+            }
+        }
+    }
+    imports
+}
+
+#[test]
+fn every_import_in_the_library_points_to_a_module_listed_before_it_in_lib_rs() {
+    let layers = layers();
+    let layer_of = |module: &str| layers.iter().position(|l| l.iter().any(|m| m == module));
+    let listed: Vec<&String> = layers.iter().flatten().collect();
+    assert!(
+        listed.len() > 15,
+        "lib.rs's map lists the modules: {listed:?}"
+    );
+    let mut upward = Vec::new();
+    for module in &listed {
+        let own = layer_of(module).expect("listed");
+        for import in imports_of(module) {
+            // `crate::validate!` and the like are macros, not modules.
+            if let Some(theirs) = layer_of(&import) {
+                if theirs > own {
+                    upward.push(format!("{module} imports {import}, listed after it"));
+                }
+            }
+        }
+    }
+    assert!(upward.is_empty(), "{}", upward.join("\n"));
+}

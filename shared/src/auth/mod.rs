@@ -3,14 +3,10 @@
 //! [`admit`] checks it against a route's declared [`Access`]. The edge does both before a
 //! route's handler runs, so a handler that needs a caller cannot forget either.
 
-pub mod keys;
-pub mod passwords;
-pub mod secrets;
-pub mod tokens;
-
 use http::header::AUTHORIZATION;
 
 use crate::context::AppContext;
+use crate::credentials::secrets;
 use crate::domain::{ApiKeyId, Role, SessionId, TenantId, TypedId as _, UserId};
 use crate::http::router::Access;
 use crate::http::{ApiError, Request};

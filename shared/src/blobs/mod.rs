@@ -95,3 +95,44 @@ pub trait Blobs: Send + Sync {
     /// Deletes the object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), BlobError>;
 }
+
+/// The bucket of a function its template gives none (no `STOREFRONT_BUCKET`): every call
+/// fails with a message naming the missing setting.
+pub struct Unconfigured(pub &'static str);
+
+impl Unconfigured {
+    fn error(&self) -> BlobError {
+        BlobError::Backend(anyhow::anyhow!(
+            "this function is not configured for a bucket ({} is unset)",
+            self.0
+        ))
+    }
+}
+
+#[async_trait]
+impl Blobs for Unconfigured {
+    async fn presign_put(
+        &self,
+        _: &str,
+        _: &str,
+        _: u64,
+        _: Duration,
+    ) -> Result<Presigned, BlobError> {
+        Err(self.error())
+    }
+    async fn presign_get(&self, _: &str, _: Duration) -> Result<Presigned, BlobError> {
+        Err(self.error())
+    }
+    async fn head(&self, _: &str) -> Result<Option<BlobMeta>, BlobError> {
+        Err(self.error())
+    }
+    async fn get(&self, _: &str) -> Result<Option<Blob>, BlobError> {
+        Err(self.error())
+    }
+    async fn put(&self, _: &str, _: bytes::Bytes, _: &str) -> Result<(), BlobError> {
+        Err(self.error())
+    }
+    async fn delete(&self, _: &str) -> Result<(), BlobError> {
+        Err(self.error())
+    }
+}

@@ -53,7 +53,7 @@ impl Role {
 }
 
 /// A password: 8 to 128 characters (Unicode counts characters, not bytes), counted and kept
-/// in normalisation form NFKC, the form that is hashed ([`crate::auth::passwords`]). It is
+/// in normalisation form NFKC, the form that is hashed ([`crate::credentials::passwords`]). It is
 /// never logged: `Debug` shows nothing of it.
 #[derive(Clone)]
 pub struct Password(SecretString);

@@ -5,10 +5,10 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, Change};
-use crate::auth::secrets::{api_key_prefix, ApiKeySecret};
 use crate::auth::{Caller, Principal};
 use crate::clock::rfc3339;
 use crate::context::AppContext;
+use crate::credentials::secrets::{api_key_prefix, ApiKeySecret};
 use crate::domain::{ApiKeyId, Invalid, PersonName, Role, UserId};
 use crate::http::pagination::{paged, PageBody};
 use crate::http::{
@@ -16,7 +16,6 @@ use crate::http::{
 };
 use crate::repo::api_keys::{self, ApiKey, ApiKeyView};
 use crate::repo::records;
-use crate::store::Transaction;
 use crate::validate;
 
 const NO_SUCH_KEY: &str = "This shop has no API key with this id.";
@@ -76,16 +75,12 @@ pub async fn create(req: Request, ctx: &AppContext, caller: Caller) -> HandlerRe
         last_used_at: None,
         created_by: Some(creator_of(&caller).clone()),
     };
-    let mut audit = Transaction::new();
-    audit.add(
-        audit::LABEL,
-        audit::entry(
-            ctx,
-            &req,
-            &caller,
-            Change::new("api_key.created", "api_key", &api_key.id)
-                .detail(format!("role: {}", role.as_str())),
-        )?,
+    let audit = audit::recorded(
+        ctx,
+        &req,
+        &caller,
+        Change::new("api_key.created", "api_key", &api_key.id)
+            .detail(format!("role: {}", role.as_str())),
     )?;
     api_keys::create(ctx.table.as_ref(), &api_key, audit).await?;
     tracing::info!(key_id = %api_key.id, "API key created");
@@ -114,15 +109,11 @@ pub async fn list(req: Request, ctx: &AppContext, caller: Caller) -> HandlerResu
 pub async fn revoke(req: Request, ctx: &AppContext, caller: Caller) -> HandlerResult {
     let id: ApiKeyId = path_id(&req, "id", NO_SUCH_KEY)?;
     let prefix = api_key_prefix(id.as_str()).ok_or_else(|| ApiError::not_found(NO_SUCH_KEY))?;
-    let mut audit = Transaction::new();
-    audit.add(
-        audit::LABEL,
-        audit::entry(
-            ctx,
-            &req,
-            &caller,
-            Change::new("api_key.revoked", "api_key", &id),
-        )?,
+    let audit = audit::recorded(
+        ctx,
+        &req,
+        &caller,
+        Change::new("api_key.revoked", "api_key", &id),
     )?;
     if api_keys::revoke(ctx.table.as_ref(), &caller.tenant_id, &prefix, audit).await? {
         tracing::info!(key_id = %id, "API key revoked");

@@ -5,10 +5,11 @@ use http::StatusCode;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::secrets::RefreshToken;
-use crate::auth::{passwords, session_of, Caller};
+use crate::auth::{session_of, Caller};
 use crate::clock::rfc3339;
 use crate::context::AppContext;
+use crate::credentials::passwords;
+use crate::credentials::secrets::RefreshToken;
 use crate::domain::{Email, Password, PersonName, Role, TenantId, TypedId as _};
 use crate::http::{
     client_ip, enforce, internal, json, no_content, parse_json, ApiError, HandlerResult, Request,
@@ -195,14 +196,7 @@ pub async fn refresh(req: Request, ctx: &AppContext) -> HandlerResult {
     let presented = token.hash();
     if !crate::crypto::same_secret(&presented, &session.refresh_hash) {
         if sessions::was_spent(table, &session, &presented).await? {
-            sessions::revoke(
-                table,
-                &session.tenant_id,
-                &session.user_id,
-                &session.id,
-                Transaction::new(),
-            )
-            .await?;
+            sessions::end(table, &session).await?;
             tracing::warn!(session_id = %session.id, tenant_id = %session.tenant_id, "spent refresh token reused: session revoked");
         }
         return Err(refresh_refused());
@@ -210,14 +204,7 @@ pub async fn refresh(req: Request, ctx: &AppContext) -> HandlerResult {
     let now = ctx.clock.now();
     let ends_at = session.ends_at(ctx.session_lifetime);
     if now.timestamp() >= ends_at {
-        sessions::revoke(
-            table,
-            &session.tenant_id,
-            &session.user_id,
-            &session.id,
-            Transaction::new(),
-        )
-        .await?;
+        sessions::end(table, &session).await?;
         tracing::info!(session_id = %session.id, "session reached its lifetime: ended");
         return Err(ApiError::Unauthorized(
             "This session has reached its time limit; sign in again.".into(),
@@ -246,14 +233,7 @@ pub async fn refresh(req: Request, ctx: &AppContext) -> HandlerResult {
             let now_stored =
                 sessions::get(table, &session.tenant_id, &session.user_id, &session.id).await?;
             if now_stored.is_some() {
-                sessions::revoke(
-                    table,
-                    &session.tenant_id,
-                    &session.user_id,
-                    &session.id,
-                    Transaction::new(),
-                )
-                .await?;
+                sessions::end(table, &session).await?;
                 tracing::warn!(session_id = %session.id, "refresh token spent twice concurrently: session revoked");
             }
             return Err(refresh_refused());

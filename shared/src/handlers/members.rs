@@ -14,7 +14,6 @@ use crate::http::pagination::{paged, PageBody};
 use crate::http::{internal, json, parse_json, path_id, ApiError, HandlerResult, Request};
 use crate::identity;
 use crate::repo::{records, users};
-use crate::store::Transaction;
 use crate::validate;
 
 const NO_SUCH_MEMBER: &str = "This shop has no member with this id.";
@@ -62,16 +61,12 @@ pub async fn create(req: Request, ctx: &AppContext, caller: Caller) -> HandlerRe
     let user = identity::new_user(ctx, &caller.tenant_id, &email, &name, &password, role)
         .await
         .map_err(internal)?;
-    let mut writes = Transaction::new();
-    writes.add(
-        audit::LABEL,
-        audit::entry(
-            ctx,
-            &req,
-            &caller,
-            Change::new("member.created", "member", &user.id)
-                .detail(format!("role: {}", role.as_str())),
-        )?,
+    let writes = audit::recorded(
+        ctx,
+        &req,
+        &caller,
+        Change::new("member.created", "member", &user.id)
+            .detail(format!("role: {}", role.as_str())),
     )?;
     let alongside = users::Alongside {
         tenant_must_exist: false,
@@ -128,8 +123,7 @@ pub async fn update(req: Request, ctx: &AppContext, caller: Caller) -> HandlerRe
         member.role.as_str(),
         role.as_str()
     ));
-    let mut audit = Transaction::new();
-    audit.add(audit::LABEL, audit::entry(ctx, &req, &caller, change)?)?;
+    let audit = audit::recorded(ctx, &req, &caller, change)?;
     let updated = match users::set_role(ctx.table.as_ref(), &member, role, by, audit).await {
         Ok(user) => user,
         Err(e) if e.is_condition_failed() => {

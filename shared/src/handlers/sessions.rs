@@ -9,7 +9,6 @@ use crate::domain::SessionId;
 use crate::http::pagination::{paged, PageBody};
 use crate::http::{json, no_content, path_id, ApiError, HandlerResult, Request};
 use crate::repo::{records, sessions};
-use crate::store::Transaction;
 
 const NO_SUCH_SESSION: &str = "You have no live session with this id.";
 
@@ -29,15 +28,11 @@ pub async fn list(req: Request, ctx: &AppContext, caller: Caller) -> HandlerResu
 pub async fn revoke(req: Request, ctx: &AppContext, caller: Caller) -> HandlerResult {
     let (user_id, _) = session_of(&caller)?;
     let id: SessionId = path_id(&req, "id", NO_SUCH_SESSION)?;
-    let mut audit = Transaction::new();
-    audit.add(
-        audit::LABEL,
-        audit::entry(
-            ctx,
-            &req,
-            &caller,
-            Change::new("session.revoked", "session", &id),
-        )?,
+    let audit = audit::recorded(
+        ctx,
+        &req,
+        &caller,
+        Change::new("session.revoked", "session", &id),
     )?;
     let revoked =
         sessions::revoke(ctx.table.as_ref(), &caller.tenant_id, user_id, &id, audit).await?;

@@ -156,6 +156,38 @@ pub trait Queue: Send + Sync {
     async fn retry_after(&self, receipt: &str, delay: Duration) -> Result<(), QueueError>;
 }
 
+/// The queue of a function its template gives none (no `STOREFRONT_QUEUE_URL`): every
+/// call fails with a message naming the missing setting.
+pub struct Unconfigured(pub &'static str);
+
+impl Unconfigured {
+    fn error(&self) -> QueueError {
+        QueueError::Backend(anyhow::anyhow!(
+            "this function is not configured for a queue ({} is unset)",
+            self.0
+        ))
+    }
+}
+
+#[async_trait]
+impl Queue for Unconfigured {
+    async fn send(&self, _: Outgoing) -> Result<String, QueueError> {
+        Err(self.error())
+    }
+    async fn send_batch(&self, _: Vec<Outgoing>) -> Result<Vec<Sent>, QueueError> {
+        Err(self.error())
+    }
+    async fn receive(&self, _: usize) -> Result<Vec<Received>, QueueError> {
+        Err(self.error())
+    }
+    async fn ack(&self, _: &str) -> Result<(), QueueError> {
+        Err(self.error())
+    }
+    async fn retry_after(&self, _: &str, _: Duration) -> Result<(), QueueError> {
+        Err(self.error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

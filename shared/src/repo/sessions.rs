@@ -172,6 +172,19 @@ pub async fn revoke(
     }
 }
 
+/// Ends `session` with nothing alongside (reuse detected, lifetime reached, logout):
+/// [`revoke`] without an audit entry, the session's own doing.
+pub async fn end(table: &dyn Table, session: &Session) -> Result<bool, StoreError> {
+    revoke(
+        table,
+        &session.tenant_id,
+        &session.user_id,
+        &session.id,
+        Transaction::new(),
+    )
+    .await
+}
+
 /// The partition holding a user and their sessions.
 pub fn user_partition(tenant_id: &str, user_id: &str) -> String {
     format!("TENANT#{tenant_id}#USER#{user_id}")

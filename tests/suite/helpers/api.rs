@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 use serde_json::{json, Value};
-use storefront::auth::tokens::KeyRing;
 use storefront::clock::{Clock, ManualClock};
 use storefront::config::{AwsConfig, RateLimits};
 use storefront::context::AppContext;
+use storefront::credentials::tokens::KeyRing;
 use storefront::edge::dispatch;
 use storefront::http::ClientIp;
 use storefront::routes::ROUTES;

@@ -101,8 +101,11 @@ pub fn rotate_local(data_dir: &Path) -> anyhow::Result<String> {
     let dir = local_dir(data_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let kid = new_kid();
-    crate::context::write_private(&dir.join(format!("{kid}.pk8")), &KeyRing::generate_key()?)
-        .with_context(|| format!("writing key {kid}"))?;
+    crate::credentials::files::write_private(
+        &dir.join(format!("{kid}.pk8")),
+        &KeyRing::generate_key()?,
+    )
+    .with_context(|| format!("writing key {kid}"))?;
     let keys = read_local(&dir)?;
     for (old, _) in &keys[..keys.len().saturating_sub(LIVE_KEYS)] {
         std::fs::remove_file(dir.join(format!("{old}.pk8")))

@@ -1,0 +1,11 @@
+//! Credentials, below every I/O layer but their own files and SSM: password hashing
+//! ([`passwords`]), signed access tokens and the key ring ([`tokens`]), where the signing
+//! keys live ([`keys`]), the opaque refresh tokens and API keys handed to clients
+//! ([`secrets`]), and private key files written whole or not at all ([`files`]).
+//! Authenticating a request with them is `crate::auth`.
+
+pub mod files;
+pub mod keys;
+pub mod passwords;
+pub mod secrets;
+pub mod tokens;
