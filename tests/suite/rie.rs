@@ -105,6 +105,25 @@ fn sam_local_environment(template: &Yaml, logical_id: &str) -> BTreeMap<String, 
     environment
 }
 
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The emulator's process, killed when dropped: a test that fails half-way leaves none
+/// behind to hold its ports.
+struct Emulator(std::process::Child);
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Posts `event` to `bootstrap` run under the emulator with `environment`, and returns the
 /// function's answer and what the process wrote.
 fn invoke(
@@ -112,39 +131,40 @@ fn invoke(
     environment: &BTreeMap<String, String>,
     event: &str,
 ) -> (serde_json::Value, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    // Both of the emulator's ports are chosen here: its own Runtime API defaults to a fixed
+    // one (9001) that anything else may hold.
+    let (port, runtime_api) = (free_port(), free_port());
     let log = tempfile::NamedTempFile::new().expect("log file");
-    let mut child = Command::new(emulator())
-        .arg("--runtime-interface-emulator-address")
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu"])
-        .arg(bootstrap)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .envs(environment)
-        .stdin(Stdio::null())
-        .stdout(log.reopen().expect("log"))
-        .stderr(log.reopen().expect("log"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start the emulator {}: {e}", emulator().display()));
+    let emulator = Emulator(
+        Command::new(emulator())
+            .arg("--runtime-interface-emulator-address")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--runtime-api-address")
+            .arg(format!("127.0.0.1:{runtime_api}"))
+            .args(["qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu"])
+            .arg(bootstrap)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(environment)
+            .stdin(Stdio::null())
+            .stdout(log.reopen().expect("log"))
+            .stderr(log.reopen().expect("log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the emulator {}: {e}", emulator().display())),
+    );
     let url = format!("http://127.0.0.1:{port}/2015-03-31/functions/function/invocations");
     let deadline = Instant::now() + Duration::from_secs(120);
     let answer = loop {
         match post_blocking(&url, event) {
-            Ok(answer) => break answer,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => panic!("no answer from {}: {e}", bootstrap.display()),
+            Ok(answer) => break Ok(answer),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => break Err(e),
         }
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(emulator);
     let output = std::fs::read_to_string(log.path()).unwrap_or_default();
+    let answer =
+        answer.unwrap_or_else(|e| panic!("no answer from {}: {e}\n{output}", bootstrap.display()));
     let value = serde_json::from_str(&answer).unwrap_or_else(|e| {
         panic!(
             "{}: not JSON ({e}): {answer}\n{output}",
