@@ -96,23 +96,38 @@ impl RateLimits {
 /// `STOREFRONT_SESSION_LIFETIME_S` says otherwise: 90 days.
 pub const DEFAULT_SESSION_LIFETIME_S: i64 = 90 * 24 * 3600;
 
-/// `STOREFRONT_SESSION_LIFETIME_S`: seconds from sign-in after which a session ends.
-pub fn session_lifetime() -> Result<chrono::Duration, ConfigError> {
-    let name = "STOREFRONT_SESSION_LIFETIME_S";
+/// A whole number from the environment variable `name` within `range` (`default` when
+/// unset), or a message saying what was `expected`.
+fn whole_number(
+    name: &'static str,
+    default: i64,
+    range: std::ops::RangeInclusive<i64>,
+    expected: &'static str,
+) -> Result<i64, ConfigError> {
     match optional(name) {
-        None => Ok(chrono::Duration::seconds(DEFAULT_SESSION_LIFETIME_S)),
+        None => Ok(default),
         Some(value) => value
             .trim()
             .parse::<i64>()
             .ok()
-            .filter(|s| (60..=10 * 365 * 24 * 3600).contains(s))
-            .map(chrono::Duration::seconds)
+            .filter(|n| range.contains(n))
             .ok_or(ConfigError::Malformed {
                 name,
                 value,
-                expected: "a whole number of seconds from 60 to ten years",
+                expected,
             }),
     }
+}
+
+/// `STOREFRONT_SESSION_LIFETIME_S`: seconds from sign-in after which a session ends.
+pub fn session_lifetime() -> Result<chrono::Duration, ConfigError> {
+    whole_number(
+        "STOREFRONT_SESSION_LIFETIME_S",
+        DEFAULT_SESSION_LIFETIME_S,
+        60..=10 * 365 * 24 * 3600,
+        "a whole number of seconds from 60 to ten years",
+    )
+    .map(chrono::Duration::seconds)
 }
 
 /// How long audit entries are kept unless `STOREFRONT_AUDIT_RETENTION_DAYS` says otherwise.
@@ -120,21 +135,13 @@ pub const DEFAULT_AUDIT_RETENTION_DAYS: i64 = 365;
 
 /// `STOREFRONT_AUDIT_RETENTION_DAYS`: days an audit entry is kept before it expires.
 pub fn audit_retention() -> Result<chrono::Duration, ConfigError> {
-    let name = "STOREFRONT_AUDIT_RETENTION_DAYS";
-    match optional(name) {
-        None => Ok(chrono::Duration::days(DEFAULT_AUDIT_RETENTION_DAYS)),
-        Some(value) => value
-            .trim()
-            .parse::<i64>()
-            .ok()
-            .filter(|days| (1..=3650).contains(days))
-            .map(chrono::Duration::days)
-            .ok_or(ConfigError::Malformed {
-                name,
-                value,
-                expected: "a whole number of days from 1 to 3650",
-            }),
-    }
+    whole_number(
+        "STOREFRONT_AUDIT_RETENTION_DAYS",
+        DEFAULT_AUDIT_RETENTION_DAYS,
+        1..=3650,
+        "a whole number of days from 1 to 3650",
+    )
+    .map(chrono::Duration::days)
 }
 
 impl AwsConfig {
