@@ -6,6 +6,7 @@ mod email;
 mod identity;
 mod ids;
 mod money;
+pub mod search;
 
 pub use caller::{Caller, Principal};
 pub use email::Email;
