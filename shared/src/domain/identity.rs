@@ -93,7 +93,7 @@ impl Password {
     }
 }
 
-fn bounded_text(raw: &str, max: usize) -> Result<String, Invalid> {
+pub(super) fn bounded_text(raw: &str, max: usize) -> Result<String, Invalid> {
     let text = raw.trim();
     if text.is_empty() {
         return Err(Invalid("must not be empty".into()));

@@ -2,6 +2,7 @@
 //! holds a raw string it must remember to check. No I/O, no AWS, no HTTP here.
 
 mod caller;
+mod catalog;
 mod email;
 mod identity;
 mod ids;
@@ -9,6 +10,7 @@ mod money;
 pub mod search;
 
 pub use caller::{Caller, Principal};
+pub use catalog::{price_in_shop_currency, Description, ProductName, Sku, Stock};
 pub use email::Email;
 pub use identity::{Password, PersonName, Role, TenantName};
 pub use ids::{ApiKeyId, SessionId, TenantId, TypedId, UserId};
