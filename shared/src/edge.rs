@@ -7,6 +7,7 @@
 //! `X-Request-Id` on every response.
 
 use std::borrow::Borrow;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
@@ -51,15 +52,16 @@ pub async fn dispatch<R: Borrow<Route> + Sync>(
         tenant_id = tracing::field::Empty,
     );
     req.extensions_mut().insert(RequestSpan(span.clone()));
-    // The function the metrics are counted under: the route's (locally, one process serves
-    // every function), or this process's when no route matches.
-    let function = find(routes, req.method(), req.uri().path()).map_or_else(
+    // Matched once: the route runs the request, and names the function its metrics are
+    // counted under (locally one process serves every function; no route, this process).
+    let found = find(routes, req.method(), req.uri().path());
+    let function = found.as_ref().map_or_else(
         |_| crate::telemetry::function(),
         |(route, _)| route.function,
     );
     async move {
         let started = Instant::now();
-        let (result, counted) = handle(ctx, routes, req).await;
+        let (result, counted) = handle(ctx, found, req).await;
         let mut response = match result {
             Ok(response) => response,
             Err(error) => error.into_response(&request_id),
@@ -82,9 +84,9 @@ pub async fn dispatch<R: Borrow<Route> + Sync>(
 
 /// Checks, routes and runs a request; also returns the per-IP count, when it was made, for
 /// the response's `RateLimit` headers.
-async fn handle<R: Borrow<Route>>(
+async fn handle(
     ctx: &AppContext,
-    routes: &[R],
+    found: Result<(&Route, HashMap<String, String>), ApiError>,
     req: Request,
 ) -> (HandlerResult, Option<Decision>) {
     if req.body().len() > MAX_BODY_BYTES {
@@ -100,7 +102,7 @@ async fn handle<R: Borrow<Route>>(
             return (Err(refused), counted);
         }
     }
-    (route_and_run(ctx, routes, req).await, counted)
+    (route_and_run(ctx, found, req).await, counted)
 }
 
 /// Counts the request against its client's per-IP limit (`STOREFRONT_RATE_LIMIT_IP` a
@@ -161,13 +163,13 @@ fn show_limit(response: &mut Response, decision: &Decision) {
 const RATELIMIT: &str = "ratelimit";
 const RATELIMIT_POLICY: &str = "ratelimit-policy";
 
-/// Finds the request's route and runs it, with a panic caught as a 500.
-async fn route_and_run<R: Borrow<Route>>(
+/// Runs the request's route (or answers why none matched), with a panic caught as a 500.
+async fn route_and_run(
     ctx: &AppContext,
-    routes: &[R],
+    found: Result<(&Route, HashMap<String, String>), ApiError>,
     req: Request,
 ) -> HandlerResult {
-    let (route, params) = find(routes, req.method(), req.uri().path())?;
+    let (route, params) = found?;
     tracing::Span::current().record("function", route.function);
     let req = req.with_path_parameters(params);
     match AssertUnwindSafe(admit_and_run(route, req, ctx))
