@@ -114,6 +114,18 @@ impl Table for Recording {
         self.record_one("GetItem", &key.pk);
         self.inner.get(key).await
     }
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
+        let items = keys
+            .iter()
+            .map(|key| Touch {
+                action: "BatchGetItem",
+                resource: "table",
+                partition: key.pk.clone(),
+            })
+            .collect();
+        self.record("BatchGetItem", items);
+        self.inner.get_many(keys).await
+    }
     async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError> {
         self.record_one("PutItem", &item.key()?.pk);
         self.inner.put(item, condition).await

@@ -195,6 +195,10 @@ async fn route_and_run(
 async fn admit_and_run(route: &Route, req: Request, ctx: &AppContext) -> HandlerResult {
     match route.handler() {
         Handler::Anyone(handler) => handler(req, ctx).await,
+        Handler::Visitor(handler) => {
+            let caller = auth::admit_visitor(&req, ctx).await?;
+            handler(req, ctx, caller).await
+        }
         Handler::Caller(access, handler) => {
             let caller = auth::admit(&req, ctx, access).await?;
             handler(req, ctx, caller).await

@@ -22,7 +22,7 @@
 //!   a route, who may call it, matching).
 //! - [`auth`]: authenticating a request's caller and admitting it ([`auth::admit`]) as its
 //!   route's declared access asks.
-//! - [`identity`], [`audit`] (and, as they come, `catalog`, `orders`, `webhooks`): the
+//! - [`identity`], [`audit`], [`catalog`] (and, as they come, `orders`, `webhooks`): the
 //!   feature modules, the rules of one capability that several routes share, returning
 //!   values and transaction operations.
 //! - [`edge`]: [`edge::dispatch`], the one path a request takes: request id, body limit,
@@ -40,6 +40,7 @@
 pub mod audit;
 pub mod auth;
 pub mod blobs;
+pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod context;

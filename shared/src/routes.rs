@@ -13,13 +13,20 @@ use crate::http::router::{no_route, Access, Route};
 
 pub use crate::http::router::find;
 
-/// `route!(METHOD "path" => "function", who, handler)`, where `who` is `anyone`, `token`,
-/// `session` or `role(Role::…)`: the access the edge checks before `handler` runs. A
-/// handler of a route for callers takes the admitted `Caller` as its third argument.
+/// `route!(METHOD "path" => "function", who, handler)`, where `who` is `anyone`, `visitor`
+/// (anyone, with the caller passed on when signed in), `token`, `session` or
+/// `role(Role::…)`: the access the edge checks before `handler` runs. A handler of a route
+/// for callers takes the admitted `Caller` as its third argument; a visitor's handler
+/// takes an `Option<Caller>`.
 macro_rules! route {
     ($method:ident $path:literal => $function:literal, anyone, $handler:path) => {
         Route::anyone(Method::$method, $path, $function, |req, ctx| {
             Box::pin($handler(req, ctx))
+        })
+    };
+    ($method:ident $path:literal => $function:literal, visitor, $handler:path) => {
+        Route::visitor(Method::$method, $path, $function, |req, ctx, caller| {
+            Box::pin($handler(req, ctx, caller))
         })
     };
     ($method:ident $path:literal => $function:literal, token, $handler:path) => {
@@ -57,6 +64,11 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/v1/api-keys" => "api-keys-list", role(Role::Admin), handlers::api_keys::list),
     route!(DELETE "/v1/api-keys/{id}" => "api-keys-revoke", role(Role::Admin), handlers::api_keys::revoke),
     route!(GET "/v1/audit-log" => "audit-log-list", role(Role::Admin), handlers::audit_log::list),
+    route!(POST "/v1/products" => "products-create", role(Role::Staff), handlers::products::create),
+    route!(GET "/v1/products" => "products-list", visitor, handlers::products::list),
+    route!(GET "/v1/products/{id}" => "products-get", visitor, handlers::products::get),
+    route!(PATCH "/v1/products/{id}" => "products-update", role(Role::Staff), handlers::products::update),
+    route!(DELETE "/v1/products/{id}" => "products-delete", role(Role::Staff), handlers::products::delete),
 ];
 
 /// The Lambda function behind API Gateway's `$default` route, which receives every request

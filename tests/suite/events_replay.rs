@@ -46,7 +46,12 @@ pub fn expected(file: &str) -> Option<Expect> {
         | "members-update.json"
         | "api-keys-create.json"
         | "api-keys-list.json"
-        | "api-keys-revoke.json" => Expect::Status(401),
+        | "api-keys-revoke.json"
+        | "products-create.json"
+        | "products-update.json"
+        | "products-delete.json" => Expect::Status(401),
+        // Anonymous reads of a shop that does not exist.
+        "products-list.json" | "products-get.json" => Expect::Status(404),
         "worker.json" => Expect::Failures(&["2e1424d4-f796-459a-8184-9c92662be6da"]),
         "outbox-relay.json" | "outbox-relay.sweep.json" => Expect::Relayed {
             tenant_id: "ten_01JD0000000000000000000000",
@@ -231,7 +236,21 @@ async fn every_signed_in_sample_event_succeeds_with_a_live_token_and_live_ids() 
         .and_then(|s| s["id"].as_str())
         .expect("a second session")
         .to_owned();
+    // The product the sample get, update and delete events name (the create event makes
+    // another, with the sample's own sku).
+    let product = call(
+        ctx,
+        http::Method::POST,
+        "/v1/products",
+        &owner,
+        Some(serde_json::json!({"sku": "SAMPLE-1", "name": "Sample Mug", "price": {"amount": 1000, "currency": "eur"}, "stock": 3})),
+    )
+    .await;
     let live = [
+        (
+            "prod_01JD0000000000000000000000",
+            product["id"].as_str().expect("product id"),
+        ),
         (
             "usr_01JD0000000000000000000000",
             member["id"].as_str().expect("member id"),
@@ -250,6 +269,11 @@ async fn every_signed_in_sample_event_succeeds_with_a_live_token_and_live_ids() 
         ("members-list.json", 200),
         ("audit-log-list.json", 200),
         ("api-keys-list.json", 200),
+        ("products-create.json", 201),
+        ("products-list.json", 200),
+        ("products-get.json", 200),
+        ("products-update.json", 200),
+        ("products-delete.json", 204),
         ("members-create.json", 201),
         ("api-keys-create.json", 201),
         ("members-update.json", 200),

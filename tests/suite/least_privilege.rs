@@ -259,6 +259,73 @@ async fn requests_of_every_flow() -> Flows {
         h.call("audit-log-list", Method::GET, path, Some(owner), None, 200)
             .await;
     }
+    // The catalogue: a product, a second one refused for its sku, reads anonymous and
+    // signed in, a search, an update that renames it and changes its sku, and its deletion.
+    let mug = json!({"sku": "MUG-1", "name": "Blue Mug", "price": {"amount": 1250, "currency": "usd"}, "stock": 5});
+    let product = h
+        .call(
+            "products-create",
+            Method::POST,
+            "/v1/products",
+            Some(owner),
+            Some(mug.clone()),
+            201,
+        )
+        .await;
+    h.call(
+        "products-create",
+        Method::POST,
+        "/v1/products",
+        Some(owner),
+        Some(mug),
+        409,
+    )
+    .await;
+    let product_path = format!("/v1/products/{}", product["id"].as_str().unwrap());
+    for (path, token, status) in [
+        (format!("/v1/products?tenant_id={tenant}"), None, 200),
+        (
+            format!("/v1/products?tenant_id={tenant}&q=blue%20mu"),
+            None,
+            200,
+        ),
+        ("/v1/products?q=mug".to_owned(), Some(owner), 200),
+        (
+            "/v1/products?tenant_id=ten_01JD0000000000000000000000".to_owned(),
+            None,
+            404,
+        ),
+    ] {
+        h.call("products-list", Method::GET, &path, token, None, status)
+            .await;
+    }
+    h.call(
+        "products-get",
+        Method::GET,
+        &format!("{product_path}?tenant_id={tenant}"),
+        None,
+        None,
+        200,
+    )
+    .await;
+    h.call(
+        "products-update",
+        Method::PATCH,
+        &product_path,
+        Some(owner),
+        Some(json!({"sku": "MUG-2", "name": "Green Mug", "price": {"amount": 990, "currency": "usd"}})),
+        200,
+    )
+    .await;
+    h.call(
+        "products-delete",
+        Method::DELETE,
+        &product_path,
+        Some(owner),
+        None,
+        204,
+    )
+    .await;
     // Every route for callers, called with an API key of its own (a key's first use is
     // recorded): what its edge reads and writes to authenticate a key.
     for route in routes::ROUTES
@@ -379,7 +446,8 @@ async fn requests_of_every_flow() -> Flows {
     let sent = outbox::relay_all(h.ctx.table.as_ref(), h.ctx.queue.as_ref())
         .await
         .unwrap();
-    assert_eq!(sent, 1);
+    // This job, and the three product events of the catalogue's flows.
+    assert_eq!(sent, 4);
 
     // The worker runs the job the relay sent.
     h.as_function("worker");
@@ -517,13 +585,14 @@ fn template() -> Yaml {
 }
 
 /// The DynamoDB actions on items (the ones a flow's requests are recorded as).
-const ITEM_ACTIONS: [&str; 6] = [
+const ITEM_ACTIONS: [&str; 7] = [
     "GetItem",
     "PutItem",
     "UpdateItem",
     "DeleteItem",
     "ConditionCheckItem",
     "Query",
+    "BatchGetItem",
 ];
 
 /// Reading the signing keys: their SSM parameter, decrypted with their KMS key. Exactly the

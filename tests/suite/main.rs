@@ -24,6 +24,7 @@ macro_rules! conformance {
 mod helpers;
 
 mod blobs_conformance;
+mod catalog;
 mod events_replay;
 mod http_edge;
 mod idempotency;

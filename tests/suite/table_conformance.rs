@@ -73,6 +73,7 @@ conformance!(embedded, dynamo;
     a_transaction_of_a_hundred_operations_lands_and_more_are_refused,
     a_transaction_cannot_touch_one_item_twice,
     an_expired_item_reads_as_absent,
+    a_batch_read_answers_in_the_order_asked_with_none_for_absent_and_expired_items,
 );
 
 fn key(pk: &str, sk: &str) -> Key {
@@ -493,4 +494,53 @@ async fn an_expired_item_reads_as_absent(f: Fixture) {
         )
         .await
         .expect("an expired item does not block a put that requires absence");
+}
+
+async fn a_batch_read_answers_in_the_order_asked_with_none_for_absent_and_expired_items(
+    f: Fixture,
+) {
+    let now = f.clock.now().timestamp();
+    for n in 0..120 {
+        f.table
+            .put(
+                Item::new(&key("B#1", &format!("K{n:03}"))).with("n", n),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    f.table
+        .put(Item::new(&key("B#2", "SOON")).with_ttl(now + 5), None)
+        .await
+        .unwrap();
+    f.clock.advance(Duration::from_secs(6));
+    let keys = [
+        key("B#1", "K007"),
+        key("B#1", "MISSING"),
+        key("B#2", "SOON"),
+        key("B#1", "K003"),
+        key("B#1", "K007"),
+    ];
+    let read = f.table.get_many(&keys).await.unwrap();
+    let numbers: Vec<Option<i64>> = read
+        .iter()
+        .map(|item| item.as_ref().and_then(|i| i.get_i64("n")))
+        .collect();
+    assert_eq!(numbers, [Some(7), None, None, Some(3), Some(7)]);
+
+    let hundred: Vec<Key> = (0..100).map(|n| key("B#1", &format!("K{n:03}"))).collect();
+    let read = f.table.get_many(&hundred).await.unwrap();
+    assert!(
+        read.iter().all(Option::is_some),
+        "a full batch of 100 reads whole"
+    );
+    let too_many: Vec<Key> = (0..101).map(|n| key("B#1", &format!("K{n:03}"))).collect();
+    assert!(matches!(
+        f.table.get_many(&too_many).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        f.table.get_many(&[]).await,
+        Err(StoreError::Invalid(_))
+    ));
 }

@@ -20,7 +20,7 @@ pub use crate::domain::{Caller, Principal};
 pub async fn admit(req: &Request, ctx: &AppContext, access: Access) -> Result<Caller, ApiError> {
     let caller = authenticate(req, ctx).await?;
     match access {
-        Access::Anyone | Access::Token => Ok(caller),
+        Access::Anyone | Access::Visitor | Access::Token => Ok(caller),
         Access::Session => {
             session_of(&caller)?;
             current(caller, ctx).await
@@ -36,6 +36,17 @@ pub async fn admit(req: &Request, ctx: &AppContext, access: Access) -> Result<Ca
                 )))
             }
         }
+    }
+}
+
+/// The caller of a route for visitors: `None` when the request carries no credential, the
+/// caller (checked as [`Access::Token`] is) when it carries one, and 401 when the one it
+/// carries is not valid: a typo in a token must not quietly turn into an anonymous read.
+pub async fn admit_visitor(req: &Request, ctx: &AppContext) -> Result<Option<Caller>, ApiError> {
+    if req.headers().contains_key(AUTHORIZATION) {
+        admit(req, ctx, Access::Token).await.map(Some)
+    } else {
+        Ok(None)
     }
 }
 

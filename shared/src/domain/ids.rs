@@ -105,6 +105,18 @@ typed_id!(
     IdKind::ApiKey,
     "an API key id"
 );
+typed_id!(
+    /// A product of a shop's catalogue: `prod_…`.
+    ProductId,
+    IdKind::Product,
+    "a product id"
+);
+typed_id!(
+    /// An image of a product: `img_…`.
+    ImageId,
+    IdKind::Image,
+    "an image id"
+);
 
 #[cfg(test)]
 mod tests {

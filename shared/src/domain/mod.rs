@@ -6,6 +6,7 @@ mod catalog;
 mod email;
 mod identity;
 mod ids;
+mod jobs;
 mod money;
 pub mod search;
 
@@ -13,7 +14,8 @@ pub use caller::{Caller, Principal};
 pub use catalog::{price_in_shop_currency, Description, ProductName, Sku, Stock};
 pub use email::Email;
 pub use identity::{Password, PersonName, Role, TenantName};
-pub use ids::{ApiKeyId, SessionId, TenantId, TypedId, UserId};
+pub use ids::{ApiKeyId, ImageId, ProductId, SessionId, TenantId, TypedId, UserId};
+pub use jobs::{Event, EventData, Job};
 pub use money::{Currency, Money, MAX_AMOUNT};
 
 /// Why a value was refused, worded for the client (it becomes a 422 `errors` entry).

@@ -38,10 +38,27 @@ pub fn index_words(name: &str) -> Vec<String> {
     seen
 }
 
-/// The prefix a query `q` looks up: its first word, folded as names are; `None` when it
-/// holds no letter or digit. A query of several words is looked up by its first.
-pub fn query_prefix(q: &str) -> Option<String> {
-    words(q).into_iter().next()
+/// The most words of a query that count.
+pub const MAX_QUERY_TERMS: usize = 8;
+
+/// The word prefixes a query `q` asks for, folded as names are: distinct, at most
+/// [`MAX_QUERY_TERMS`], empty when it holds no letter or digit. A product is found when
+/// every one of them starts some word of its name.
+pub fn query_terms(q: &str) -> Vec<String> {
+    let mut terms: Vec<String> = Vec::new();
+    for word in words(q) {
+        if !terms.contains(&word) && terms.len() < MAX_QUERY_TERMS {
+            terms.push(word);
+        }
+    }
+    terms
+}
+
+/// Whether a name of these (folded) words is found by every term.
+pub fn found_by(words: &[String], terms: &[String]) -> bool {
+    terms
+        .iter()
+        .all(|term| words.iter().any(|word| word.starts_with(term.as_str())))
 }
 
 #[cfg(test)]
@@ -49,8 +66,9 @@ mod tests {
     use super::*;
 
     fn finds(query: &str, name: &str) -> bool {
-        let prefix = query_prefix(query).expect("a word");
-        index_words(name).iter().any(|w| w.starts_with(&prefix))
+        let terms = query_terms(query);
+        assert!(!terms.is_empty());
+        found_by(&index_words(name), &terms)
     }
 
     #[test]
@@ -81,7 +99,14 @@ mod tests {
 
     #[test]
     fn a_query_without_letters_or_digits_looks_nothing_up() {
-        assert_eq!(query_prefix("  -- "), None);
-        assert_eq!(query_prefix("Crème brûlée"), Some("creme".to_owned()));
+        assert!(query_terms("  -- ").is_empty());
+        assert_eq!(query_terms("Crème brûlée crème"), ["creme", "brulee"]);
+    }
+
+    #[test]
+    fn every_word_of_a_query_must_start_a_word_of_the_name_in_any_order() {
+        assert!(finds("mug blue", "Blue Mug"));
+        assert!(finds("bl m", "Blue Mug"));
+        assert!(!finds("blue cup", "Blue Mug"));
     }
 }

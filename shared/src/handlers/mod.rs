@@ -7,5 +7,6 @@ pub mod health;
 pub mod jwks;
 pub mod me;
 pub mod members;
+pub mod products;
 pub mod sessions;
 pub mod tenants;

@@ -3,6 +3,7 @@
 //! `Idempotency-Key` edge, and the [`router`]'s types. The path a request takes through
 //! them is `crate::edge::dispatch`.
 
+pub mod conditional;
 mod error;
 pub mod idempotency;
 pub mod pagination;

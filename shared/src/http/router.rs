@@ -23,12 +23,21 @@ pub type PublicHandler = for<'a> fn(Request, &'a AppContext) -> BoxFuture<'a, Ha
 pub type CallerHandler =
     for<'a> fn(Request, &'a AppContext, Caller) -> BoxFuture<'a, HandlerResult>;
 
+/// A handler of a route anyone may call, signed in or not: it receives the caller when
+/// the request carried a credential (which the edge checked), `None` when it carried none.
+pub type VisitorHandler =
+    for<'a> fn(Request, &'a AppContext, Option<Caller>) -> BoxFuture<'a, HandlerResult>;
+
 /// Who may call a route (DESIGN.md's route table, "who" column). The edge checks it before
 /// the handler runs: 401 without a valid credential, 403 without the role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     /// No credential: health, keys, shop creation, sign-up and sign-in.
     Anyone,
+    /// Anyone, signed in or not (the catalogue, which a shop's customers browse before they
+    /// have an account). A credential, when sent, must be valid (401 otherwise, never a
+    /// silent anonymous read) and is checked as [`Access::Token`] is.
+    Visitor,
     /// A valid access token or API key, as signed (no read of the store): for routes about
     /// the caller alone, which an ended session or a changed role cannot abuse.
     Token,
@@ -43,6 +52,7 @@ impl Access {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Anyone => "anyone",
+            Self::Visitor => "visitor",
             Self::Token => "token",
             Self::Session => "session",
             Self::Role(Role::Customer) => "customer",
@@ -57,6 +67,7 @@ impl Access {
 #[derive(Clone, Copy)]
 pub enum Handler {
     Anyone(PublicHandler),
+    Visitor(VisitorHandler),
     Caller(Access, CallerHandler),
 }
 
@@ -85,8 +96,25 @@ impl Route {
         }
     }
 
+    /// A route anyone may call, whose handler also learns who called when a credential
+    /// came with the request.
+    pub const fn visitor(
+        method: Method,
+        path: &'static str,
+        function: &'static str,
+        handler: VisitorHandler,
+    ) -> Self {
+        Self {
+            method,
+            path,
+            function,
+            handler: Handler::Visitor(handler),
+        }
+    }
+
     /// A route for callers with `access`; its handler receives the admitted caller.
-    /// `Access::Anyone` here is a mistake caught when the table is compiled.
+    /// `Access::Anyone` or `Access::Visitor` here is a mistake caught when the table is
+    /// compiled.
     pub const fn caller(
         method: Method,
         path: &'static str,
@@ -95,8 +123,8 @@ impl Route {
         handler: CallerHandler,
     ) -> Self {
         assert!(
-            !matches!(access, Access::Anyone),
-            "a route anyone may call is made with Route::anyone"
+            !matches!(access, Access::Anyone | Access::Visitor),
+            "a route anyone may call is made with Route::anyone or Route::visitor"
         );
         Self {
             method,
@@ -109,6 +137,7 @@ impl Route {
     pub fn access(&self) -> Access {
         match self.handler {
             Handler::Anyone(_) => Access::Anyone,
+            Handler::Visitor(_) => Access::Visitor,
             Handler::Caller(access, _) => access,
         }
     }

@@ -19,76 +19,16 @@
 //! shard. <https://microservices.io/patterns/data/transactional-outbox.html>
 
 use anyhow::Context as _;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
-use super::worker::Job;
 use crate::queue::{Outgoing, Queue, Sent, MAX_BATCH};
-use crate::store::{Condition, Index, Item, Key, Query, StoreError, Table, Transaction, TxOp};
+use crate::repo::outbox::{partition, Pending, DEAD_PREFIX};
+use crate::store::{Condition, Index, Item, Key, Query, StoreError, Table, Transaction};
 
-/// How many partitions the outbox spreads over.
-pub const SHARDS: u32 = 8;
+pub use crate::repo::outbox::{enqueue, shard_of, shard_of_partition, SHARDS};
+
 /// The most batches one call sends, so a relay under steady writes ends well inside its
 /// Lambda timeout; the next wake-up or sweep goes on where it stopped.
 pub const MAX_BATCHES_PER_CALL: usize = 20;
-const PREFIX: &str = "OUTBOX#";
-const DEAD_PREFIX: &str = "OUTBOX_DEAD#";
-
-/// One job waiting to be sent.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Pending {
-    /// The job as the queue will carry it.
-    body: String,
-    created_at: String,
-}
-
-/// The shard a tenant's jobs go to: stable across builds, and spreading tenants evenly.
-pub fn shard_of(tenant_id: &str) -> u32 {
-    // FNV-1a: tiny, stable across builds and platforms (std's hasher is neither promised).
-    let hash = tenant_id.bytes().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
-    hash % SHARDS
-}
-
-fn partition(shard: u32) -> String {
-    format!("{PREFIX}{shard}")
-}
-
-/// The shard an outbox item's partition key names, or `None` for any other item.
-pub fn shard_of_partition(pk: &str) -> Option<u32> {
-    pk.strip_prefix(PREFIX)?
-        .parse()
-        .ok()
-        .filter(|shard| *shard < SHARDS)
-}
-
-/// The write that puts `job` in the outbox, for the transaction of the change causing it.
-/// `message_id` (a `msg_` id) names the item. A job the queue could never carry is refused
-/// here, while the change can still be refused with it.
-pub fn enqueue(
-    job: &Job,
-    message_id: &str,
-    tenant_id: &str,
-    now: DateTime<Utc>,
-) -> Result<TxOp, StoreError> {
-    let body = job
-        .to_body()
-        .map(crate::queue::json_for_sqs)
-        .map_err(|e| StoreError::Invalid(format!("job does not serialise: {e}")))?;
-    crate::queue::validate(&Outgoing::new(body.as_str()))
-        .map_err(|e| StoreError::Invalid(format!("job cannot be queued: {e}")))?;
-    let pending = Pending {
-        body,
-        created_at: crate::clock::rfc3339(now),
-    };
-    let item =
-        Item::new(&Key::new(partition(shard_of(tenant_id)), message_id)).with_record(&pending)?;
-    Ok(TxOp::Put {
-        item,
-        condition: Some(Condition::NotExists),
-    })
-}
 
 /// Sends the jobs waiting in `shard`, oldest first, up to [`MAX_BATCHES_PER_CALL`]
 /// batches, and says how many it sent.
@@ -234,31 +174,5 @@ pub async fn run_relay(
             _ = tokio::time::sleep(idle) => {}
             _ = shutdown.changed() => {}
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_tenant_always_lands_in_the_same_valid_shard() {
-        let a = shard_of("ten_01JD0000000000000000000000");
-        assert_eq!(a, shard_of("ten_01JD0000000000000000000000"));
-        assert!(a < SHARDS);
-        let spread: std::collections::BTreeSet<u32> =
-            (0..64).map(|i| shard_of(&format!("ten_{i:026}"))).collect();
-        assert!(
-            spread.len() > SHARDS as usize / 2,
-            "tenants spread: {spread:?}"
-        );
-    }
-
-    #[test]
-    fn only_outbox_partitions_name_a_shard() {
-        assert_eq!(shard_of_partition("OUTBOX#3"), Some(3));
-        assert_eq!(shard_of_partition(&format!("OUTBOX#{SHARDS}")), None);
-        assert_eq!(shard_of_partition("OUTBOX#x"), None);
-        assert_eq!(shard_of_partition("TENANT#ten_1"), None);
     }
 }

@@ -4,24 +4,11 @@
 //! is retried and then parked in the dead-letter queue, where an operator can see it.
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use super::{JobMessage, Worker};
 use crate::context::AppContext;
 
-/// Every kind of job.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Job {
-    /// Deletes an object from the blob store (abandoned or replaced uploads).
-    DeleteBlob { key: String },
-}
-
-impl Job {
-    pub fn to_body(&self) -> anyhow::Result<String> {
-        Ok(serde_json::to_string(self)?)
-    }
-}
+pub use crate::domain::{Event, Job};
 
 /// Decodes each message as a [`Job`] and runs it.
 #[derive(Clone, Copy, Debug, Default)]
@@ -36,6 +23,17 @@ impl Worker for Dispatcher {
             Job::DeleteBlob { key } => {
                 ctx.blobs.delete(&key).await?;
                 tracing::info!(key, "blob deleted");
+            }
+            Job::DeleteBlobs { keys } => {
+                for key in keys {
+                    ctx.blobs.delete(&key).await?;
+                    tracing::info!(key, "blob deleted");
+                }
+            }
+            // Published: the event has left the outbox and reached the jobs queue, which is
+            // where its consumers (webhook deliveries and customer emails) take it from.
+            Job::Event { event } => {
+                tracing::info!(event_id = %event.id, event_type = %event.kind, "event published");
             }
         }
         Ok(())

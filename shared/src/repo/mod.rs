@@ -4,6 +4,8 @@
 pub mod api_keys;
 pub mod audit;
 pub mod idempotency;
+pub mod outbox;
+pub mod products;
 pub mod rate_limits;
 pub mod sessions;
 pub mod tenants;

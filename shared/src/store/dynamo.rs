@@ -22,8 +22,8 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, GlobalSecondaryIndex,
-    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType,
-    TimeToLiveSpecification, TransactWriteItem, Update,
+    KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ReturnValue,
+    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 use serde_dynamo::aws_sdk_dynamodb_1 as codec;
@@ -31,13 +31,16 @@ use serde_json::{Map, Value};
 
 use super::embedded::position_of;
 use super::{
-    validate_transaction, Condition, Index, Item, Key, Page, Position, Query, SortKey, StoreError,
-    Table, TxOp, UpdateOp, GSI1PK, GSI1SK, PK, SK, TTL,
+    validate_get_many, validate_transaction, Condition, Index, Item, Key, Page, Position, Query,
+    SortKey, StoreError, Table, TxOp, UpdateOp, GSI1PK, GSI1SK, PK, SK, TTL,
 };
 use crate::clock::Clock;
 
 /// The name of the generic secondary index on `gsi1pk`/`gsi1sk`.
 const GSI1_INDEX: &str = "gsi1";
+/// How many times a batch read asks again for the keys DynamoDB left unprocessed (it does
+/// under throttling), backing off between rounds, before it gives up as unavailable.
+const BATCH_GET_ROUNDS: u32 = 6;
 /// How long `create_table` waits for a new table to become active.
 const CREATE_WAIT: Duration = Duration::from_secs(120);
 
@@ -640,6 +643,59 @@ impl Table for DynamoTable {
             .map_err(|e| backend(e, "GetItem", &self.table))?;
         let item = output.item.map(from_attrs).transpose()?;
         Ok(item.filter(|item| !item.is_expired(now)))
+    }
+
+    /// One `BatchGetItem` of the distinct keys, asking again (with backoff) for any that
+    /// DynamoDB leaves unprocessed, as its documentation asks callers to.
+    /// <https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchGetItem.html>
+    #[tracing::instrument(skip_all, fields(table = %self.table, keys = keys.len()))]
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
+        validate_get_many(keys)?;
+        let now = self.now();
+        let distinct: std::collections::BTreeSet<&Key> = keys.iter().collect();
+        let mut pending: Vec<Attrs> = distinct.into_iter().map(key_attrs).collect();
+        let mut found: HashMap<Key, Item> = HashMap::new();
+        for round in 0..BATCH_GET_ROUNDS {
+            if round > 0 {
+                tokio::time::sleep(Duration::from_millis(25 << round)).await;
+            }
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut pending)))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| StoreError::Invalid(format!("batch read does not build: {e}")))?;
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(|e| backend(e, "BatchGetItem", &self.table))?;
+            for attrs in output
+                .responses
+                .and_then(|mut tables| tables.remove(&self.table))
+                .unwrap_or_default()
+            {
+                let item = from_attrs(attrs)?;
+                found.insert(item.key()?, item);
+            }
+            pending = output
+                .unprocessed_keys
+                .and_then(|mut tables| tables.remove(&self.table))
+                .map(|left| left.keys)
+                .unwrap_or_default();
+            if pending.is_empty() {
+                return Ok(keys
+                    .iter()
+                    .map(|key| found.get(key).filter(|i| !i.is_expired(now)).cloned())
+                    .collect());
+            }
+        }
+        Err(StoreError::Unavailable(anyhow::anyhow!(
+            "BatchGetItem on table {} left {} keys unprocessed after {BATCH_GET_ROUNDS} rounds",
+            self.table,
+            pending.len()
+        )))
     }
 
     #[tracing::instrument(skip_all, fields(table = %self.table))]

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::{
-    apply_updates, validate_transaction, Condition, Index, Item, Key, Page, Position, Query,
-    SortKey, StoreError, Table, TxOp, UpdateOp, GSI1PK, GSI1SK, PK, SK,
+    apply_updates, validate_get_many, validate_transaction, Condition, Index, Item, Key, Page,
+    Position, Query, SortKey, StoreError, Table, TxOp, UpdateOp, GSI1SK, PK, SK,
 };
 use crate::clock::Clock;
 
@@ -320,16 +320,7 @@ where
 
 /// The cursor position of an item in an index: its table key plus the index key.
 pub(crate) fn position_of(item: &Item, index: Index) -> Position {
-    let mut names = vec![PK, SK];
-    if index == Index::Gsi1 {
-        names.extend([GSI1PK, GSI1SK]);
-    }
-    Position(
-        names
-            .into_iter()
-            .filter_map(|n| item.get_str(n).map(|v| (n.to_owned(), v.to_owned())))
-            .collect(),
-    )
+    item.position(index)
 }
 
 /// An upper bound just past every key of `partition`: tuples compare element by element,
@@ -475,6 +466,30 @@ impl Table for EmbeddedTable {
         };
         self.blocking(move |db, now| write(db, &[op], now, false))
             .await
+    }
+
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
+        validate_get_many(keys)?;
+        let keys = keys.to_vec();
+        self.blocking(move |db, now| {
+            let tx = db.begin_read().map_err(backend)?;
+            let items = tx.open_table(ITEMS).map_err(backend)?;
+            keys.iter()
+                .map(|key| {
+                    match items
+                        .get((key.pk.as_str(), key.sk.as_str()))
+                        .map_err(backend)?
+                    {
+                        Some(bytes) => {
+                            let item = decode(bytes.value())?;
+                            Ok((!item.is_expired(now)).then_some(item))
+                        }
+                        None => Ok(None),
+                    }
+                })
+                .collect()
+        })
+        .await
     }
 
     async fn query(&self, query: Query) -> Result<Page, StoreError> {

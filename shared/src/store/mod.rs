@@ -29,6 +29,8 @@ pub const TTL: &str = "ttl";
 pub const MAX_TRANSACTION_OPS: usize = 100;
 /// The largest page a query may ask for.
 pub const MAX_QUERY_LIMIT: usize = 1000;
+/// DynamoDB's limit on the keys of one `BatchGetItem` call.
+pub const MAX_GET_MANY: usize = 100;
 
 /// The primary key of an item.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -121,6 +123,21 @@ impl Item {
             (Some(pk), Some(sk)) => Some(Key::new(pk, sk)),
             _ => None,
         }
+    }
+
+    /// Where a query of `index` that stopped at this item goes on from: the item's table
+    /// key plus its key in the index.
+    pub fn position(&self, index: Index) -> Position {
+        let mut names = vec![PK, SK];
+        if index == Index::Gsi1 {
+            names.extend([GSI1PK, GSI1SK]);
+        }
+        Position(
+            names
+                .into_iter()
+                .filter_map(|n| self.get_str(n).map(|v| (n.to_owned(), v.to_owned())))
+                .collect(),
+        )
     }
 
     pub fn ttl(&self) -> Option<i64> {
@@ -467,6 +484,17 @@ pub(crate) fn validate_transaction(ops: &[TxOp]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Checks a `get_many` request: 1 to [`MAX_GET_MANY`] keys.
+pub(crate) fn validate_get_many(keys: &[Key]) -> Result<(), StoreError> {
+    if keys.is_empty() || keys.len() > MAX_GET_MANY {
+        return Err(StoreError::Invalid(format!(
+            "a batch read takes 1..={MAX_GET_MANY} keys, not {}",
+            keys.len()
+        )));
+    }
+    Ok(())
+}
+
 /// What can go wrong with a table operation.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -514,6 +542,9 @@ pub trait Table: Send + Sync {
         key: &Key,
         condition: Option<Condition>,
     ) -> Result<Option<Item>, StoreError>;
+    /// Reads up to [`MAX_GET_MANY`] items at once (one `BatchGetItem`), answering in the
+    /// order of `keys`; an absent or expired item is `None`. A key may repeat.
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError>;
     /// Reads a page of one partition of an index, in sort-key order.
     async fn query(&self, query: Query) -> Result<Page, StoreError>;
     /// Applies every operation or none of them.

@@ -119,7 +119,27 @@ impl Api {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Reply {
+        self.call_with_headers(ip, method, path, token, body, &[])
+            .await
+    }
+
+    /// A call with extra request headers (`If-Match`, `If-None-Match`, …).
+    pub async fn call_with_headers(
+        &self,
+        ip: &str,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut req = helpers::api_request(method, path, token, body);
+        for (name, value) in headers {
+            req.headers_mut().insert(
+                http::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+                value.parse().expect("header value"),
+            );
+        }
         req.extensions_mut().insert(ClientIp(ip.to_owned()));
         let response = dispatch(&self.ctx, ROUTES, req).await;
         let status = response.status().as_u16();
