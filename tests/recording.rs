@@ -222,7 +222,15 @@ pub struct RecordingBlobs {
     pub inner: Arc<dyn Blobs>,
 }
 
-const OBJECTS: &str = "${UploadsBucket.Arn}/*";
+/// The objects a key is among, as template.yaml's statements name them: by the key's first
+/// segment (`uploads/`, `images/`).
+fn objects(key: &str) -> &'static str {
+    match key.split('/').next() {
+        Some("uploads") => "${UploadsBucket.Arn}/uploads/*",
+        Some("images") => "${UploadsBucket.Arn}/images/*",
+        _ => "${UploadsBucket.Arn}/*",
+    }
+}
 
 #[async_trait]
 impl Blobs for RecordingBlobs {
@@ -233,27 +241,27 @@ impl Blobs for RecordingBlobs {
         length: u64,
         ttl: Duration,
     ) -> Result<Presigned, BlobError> {
-        self.recording.note("s3:PutObject", OBJECTS);
+        self.recording.note("s3:PutObject", objects(key));
         self.inner.presign_put(key, content_type, length, ttl).await
     }
     async fn presign_get(&self, key: &str, ttl: Duration) -> Result<Presigned, BlobError> {
-        self.recording.note("s3:GetObject", OBJECTS);
+        self.recording.note("s3:GetObject", objects(key));
         self.inner.presign_get(key, ttl).await
     }
     async fn head(&self, key: &str) -> Result<Option<BlobMeta>, BlobError> {
-        self.recording.note("s3:GetObject", OBJECTS);
+        self.recording.note("s3:GetObject", objects(key));
         self.inner.head(key).await
     }
     async fn get(&self, key: &str) -> Result<Option<Blob>, BlobError> {
-        self.recording.note("s3:GetObject", OBJECTS);
+        self.recording.note("s3:GetObject", objects(key));
         self.inner.get(key).await
     }
     async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<(), BlobError> {
-        self.recording.note("s3:PutObject", OBJECTS);
+        self.recording.note("s3:PutObject", objects(key));
         self.inner.put(key, bytes, content_type).await
     }
     async fn delete(&self, key: &str) -> Result<(), BlobError> {
-        self.recording.note("s3:DeleteObject", OBJECTS);
+        self.recording.note("s3:DeleteObject", objects(key));
         self.inner.delete(key).await
     }
 }

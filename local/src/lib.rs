@@ -22,6 +22,7 @@ use storefront::config::RateLimits;
 use storefront::context::{AppContext, Embedded};
 use storefront::edge::dispatch;
 use storefront::http::{refuse, ApiError, ClientIp, MAX_BODY_BYTES};
+use storefront::jobs::images::ImageUploads;
 use storefront::jobs::worker::Dispatcher;
 use storefront::routes::ROUTES;
 use tokio::net::TcpListener;
@@ -201,6 +202,7 @@ pub struct Server {
     stop: watch::Sender<bool>,
     http: JoinHandle<()>,
     worker: JoinHandle<()>,
+    image_worker: JoinHandle<()>,
     relay: JoinHandle<()>,
 }
 
@@ -235,6 +237,13 @@ impl Server {
             WORKER_POLL,
             stopped.clone(),
         ));
+        let image_worker = tokio::spawn(storefront::jobs::run_queue(
+            embedded.ctx.clone(),
+            Arc::new(embedded.image_uploads.clone()),
+            Arc::new(ImageUploads::default()),
+            WORKER_POLL,
+            stopped.clone(),
+        ));
         let relay = tokio::spawn(storefront::jobs::outbox::run_relay(
             embedded.ctx.table.clone(),
             embedded.ctx.queue.clone(),
@@ -253,6 +262,7 @@ impl Server {
             stop,
             http,
             worker,
+            image_worker,
             relay,
         })
     }
@@ -284,6 +294,7 @@ impl Server {
         let _ = self.http.await;
         let _ = self.relay.await;
         let _ = self.worker.await;
+        let _ = self.image_worker.await;
     }
 }
 
@@ -429,6 +440,9 @@ async fn route(
     if req.uri().path().starts_with(ROUTE_PREFIX) {
         return blob(embedded, read_timeout, req).await;
     }
+    if req.uri().path().starts_with(IMAGES_PATH) {
+        return image(embedded, &req).await;
+    }
     let (parts, body) = req.into_parts();
     let bytes = match read_body(body, MAX_BODY_BYTES, read_timeout).await {
         Ok(bytes) => bytes,
@@ -570,6 +584,54 @@ async fn blob(
         }
     };
     with_cors(response)
+}
+
+/// The path under which the local server serves product images, as CloudFront does on AWS.
+const IMAGES_PATH: &str = "/images/";
+
+/// Serves a product image (an original or a thumbnail the worker made) at its stable
+/// address, to anyone, cacheable for a year: its key never names other bytes. Only objects
+/// under `images/` are served; uploads never are.
+async fn image(embedded: &Embedded, req: &http::Request<Incoming>) -> LocalResponse {
+    let key = req.uri().path().trim_start_matches('/');
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let problem = ApiError::MethodNotAllowed {
+            allow: vec![Method::GET, Method::HEAD],
+        };
+        return into_local(refuse(&embedded.ctx, problem));
+    }
+    let found = match storefront::blobs::validate_key(key) {
+        Ok(()) => storefront::blobs::Blobs::get(&embedded.blobs, key).await,
+        Err(e) => Err(e),
+    };
+    match found {
+        Ok(Some(blob)) => {
+            let body = if req.method() == Method::HEAD {
+                Bytes::new()
+            } else {
+                blob.bytes
+            };
+            let mut response = http::Response::new(Full::new(body));
+            let headers = response.headers_mut();
+            for (name, value) in [
+                (http::header::CONTENT_TYPE, blob.content_type.as_str()),
+                (
+                    http::header::CACHE_CONTROL,
+                    "public, max-age=31536000, immutable",
+                ),
+            ] {
+                if let Ok(value) = http::HeaderValue::from_str(value) {
+                    headers.insert(name, value);
+                }
+            }
+            with_cors(response)
+        }
+        Ok(None) | Err(storefront::blobs::BlobError::Invalid(_)) => into_local(refuse(
+            &embedded.ctx,
+            ApiError::not_found("No image is served at this address."),
+        )),
+        Err(e) => into_local(refuse(&embedded.ctx, storefront::http::internal(e))),
+    }
 }
 
 /// Lets a browser page on any origin use a presigned URL, as the bucket's CORS rule does.

@@ -18,11 +18,13 @@ use crate::audit::{self, Change};
 use crate::context::AppContext;
 use crate::domain::search::{found_by, index_words};
 use crate::domain::{
-    Caller, Description, Event, EventData, Job, Money, ProductId, ProductName, Sku, Stock, TenantId,
+    Caller, Description, Event, EventData, ImageId, Job, Money, ProductId, ProductName, Sku, Stock,
+    TenantId, TypedId as _,
 };
 use crate::http::conditional::strong_etag;
 use crate::http::{ApiError, Request};
 use crate::ids::IdKind;
+use crate::imaging::Kind;
 use crate::repo::outbox;
 use crate::repo::products::{self, Image, ImageStatus, Product};
 use crate::store::{Index, Position, Query, StoreError, Transaction, TransactionError};
@@ -49,11 +51,23 @@ pub enum CatalogError {
     Stale,
     #[error("the product kept changing while it was written")]
     Contended,
+    #[error("no such image of this product")]
+    NoSuchImage,
+    #[error("the product has as many images as it may")]
+    TooManyImages,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 pub const NO_SUCH_PRODUCT: &str = "This shop has no product with this id.";
+pub const NO_SUCH_IMAGE: &str = "This product has no image with this id.";
+/// The most images a product may have (pending and ready ones count).
+pub const MAX_IMAGES: usize = 10;
+/// How long a presigned upload may be used.
+pub const UPLOAD_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+/// How long after its upload window a pending image is given up on: the worker has had
+/// its time, so it no longer counts against the limit and the next image write drops it.
+const ABANDONED_AFTER: chrono::Duration = chrono::Duration::minutes(30);
 
 /// The one place a catalogue failure becomes HTTP.
 impl From<CatalogError> for ApiError {
@@ -70,6 +84,13 @@ impl From<CatalogError> for ApiError {
             CatalogError::Contended => ApiError::Conflict {
                 slug: "conflict",
                 detail: "The product changed while it was being written; try again.".into(),
+            },
+            CatalogError::NoSuchImage => ApiError::not_found(NO_SUCH_IMAGE),
+            CatalogError::TooManyImages => ApiError::Conflict {
+                slug: "too-many-images",
+                detail: format!(
+                    "A product has at most {MAX_IMAGES} images; delete one before adding another."
+                ),
             },
             CatalogError::Store(e) => e.into(),
         }
@@ -152,7 +173,8 @@ pub struct ImageView {
     pub thumbnail_url: Option<String>,
 }
 
-pub fn view(product: &Product) -> ProductView {
+/// The product as the API shows it; `ctx` says where its images are served.
+pub fn view(ctx: &AppContext, product: &Product) -> ProductView {
     ProductView {
         id: product.id.clone(),
         sku: product.sku.clone(),
@@ -160,21 +182,30 @@ pub fn view(product: &Product) -> ProductView {
         description: product.description.clone(),
         price: product.price.clone(),
         stock: product.stock,
-        images: product.images.iter().map(image_view).collect(),
+        images: product
+            .images
+            .iter()
+            .map(|image| image_view(ctx.images_url.as_deref(), product, image))
+            .collect(),
         created_at: product.created_at.clone(),
         updated_at: product.updated_at.clone(),
     }
 }
 
-fn image_view(image: &Image) -> ImageView {
+/// An image as the API shows it: the addresses of its objects once it is ready, where
+/// this deployment serves them (CloudFront on AWS, the local server locally).
+fn image_view(base: Option<&str>, product: &Product, image: &Image) -> ImageView {
+    let served = |key: String| base.map(|base| format!("{}/{key}", base.trim_end_matches('/')));
+    let ready = image.status == ImageStatus::Ready;
+    let keys = ImageKeys::of(product, image);
     ImageView {
         id: image.id.to_string(),
         status: image.status,
         content_type: image.content_type.clone(),
         width: image.width,
         height: image.height,
-        url: None,
-        thumbnail_url: None,
+        url: if ready { served(keys.original) } else { None },
+        thumbnail_url: if ready { served(keys.thumbnail) } else { None },
     }
 }
 
@@ -186,7 +217,7 @@ fn event(
     product: &Product,
 ) -> Result<crate::store::TxOp, StoreError> {
     let now = ctx.clock.now();
-    let object = serde_json::to_value(view(product))
+    let object = serde_json::to_value(view(ctx, product))
         .map_err(|e| StoreError::Invalid(format!("product view does not serialise: {e}")))?;
     let job = Job::Event {
         event: Event {
@@ -410,19 +441,7 @@ pub async fn delete(
             )?;
         }
         tx.add("the event", event(ctx, "product.deleted", &product)?)?;
-        let objects = image_objects(&product);
-        if !objects.is_empty() {
-            let now = ctx.clock.now();
-            tx.add(
-                "the images' deletion",
-                outbox::enqueue(
-                    &Job::DeleteBlobs { keys: objects },
-                    &ctx.ids.next(IdKind::Message),
-                    &product.tenant_id,
-                    now,
-                )?,
-            )?;
-        }
+        delete_objects(ctx, &mut tx, &product.tenant_id, image_objects(&product))?;
         match tx.commit(ctx.table.as_ref()).await {
             Ok(()) => return Ok(()),
             Err(TransactionError::Refused(THE_PRODUCT)) => {
@@ -441,18 +460,48 @@ pub fn image_objects(product: &Product) -> Vec<String> {
     product
         .images
         .iter()
-        .flat_map(|image| image_keys(product, image))
+        .flat_map(|image| ImageKeys::of(product, image).all())
         .collect()
 }
 
-/// The objects of one image: its upload, and the original and thumbnail it became.
-pub fn image_keys(product: &Product, image: &Image) -> Vec<String> {
-    let base = format!("{}/{}/{}", product.tenant_id, product.id, image.id);
-    vec![
-        format!("uploads/{base}"),
-        format!("images/{base}/original"),
-        format!("images/{base}/thumbnail"),
-    ]
+/// The objects of one image: where its upload lands (`uploads/…`, which S3 tells the image
+/// worker about), and the original and thumbnail the worker makes of it (`images/…`,
+/// which CloudFront serves). An image id is never reused, so these are immutable objects,
+/// cacheable for ever.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageKeys {
+    pub upload: String,
+    pub original: String,
+    pub thumbnail: String,
+}
+
+pub use crate::imaging::{IMAGES_PREFIX, UPLOADS_PREFIX};
+
+impl ImageKeys {
+    pub fn of(product: &Product, image: &Image) -> Self {
+        let extension = Kind::from_content_type(&image.content_type).map_or("bin", Kind::extension);
+        let base = format!("{}/{}/{}", product.tenant_id, product.id, image.id);
+        Self {
+            upload: format!("{UPLOADS_PREFIX}{base}"),
+            original: format!("{IMAGES_PREFIX}{base}/original.{extension}"),
+            thumbnail: format!("{IMAGES_PREFIX}{base}/thumbnail.{extension}"),
+        }
+    }
+
+    pub fn all(self) -> [String; 3] {
+        [self.upload, self.original, self.thumbnail]
+    }
+
+    /// The shop, product and image an upload's key names, if it is one.
+    pub fn parse_upload(key: &str) -> Option<(TenantId, ProductId, ImageId)> {
+        let mut parts = key.strip_prefix(UPLOADS_PREFIX)?.split('/');
+        let ids = (
+            TenantId::parse(parts.next()?).ok()?,
+            ProductId::parse(parts.next()?).ok()?,
+            ImageId::parse(parts.next()?).ok()?,
+        );
+        parts.next().is_none().then_some(ids)
+    }
 }
 
 /// A page of search results.
@@ -516,4 +565,203 @@ pub async fn search(
     }
     let products = products::get_many(table, tenant_id, &ids).await?;
     Ok(Found { products, next })
+}
+
+/// Adds the deletion of `keys` (objects of images that are gone) to a transaction, as a
+/// job the worker runs once the change has landed.
+fn delete_objects(
+    ctx: &AppContext,
+    tx: &mut Transaction<&'static str>,
+    tenant_id: &str,
+    keys: Vec<String>,
+) -> Result<(), StoreError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let job = Job::DeleteBlobs { keys };
+    let now = ctx.clock.now();
+    tx.add(
+        "the objects' deletion",
+        outbox::enqueue(&job, &ctx.ids.next(IdKind::Message), tenant_id, now)?,
+    )?;
+    Ok(())
+}
+
+/// Whether a pending image's upload window is long over (it will never be processed).
+fn abandoned(image: &Image, now: chrono::DateTime<chrono::Utc>) -> bool {
+    image.status == ImageStatus::Pending
+        && chrono::DateTime::parse_from_rfc3339(&image.upload_expires_at)
+            .is_ok_and(|expires| now > expires.with_timezone(&chrono::Utc) + ABANDONED_AFTER)
+}
+
+/// Adds a pending image to a product of the caller's shop, for an upload of `kind` and
+/// `content_length` bytes: refused when the product already has [`MAX_IMAGES`] pending or
+/// ready images. Rejected and abandoned images are dropped from the product (and their
+/// objects deleted) in the same write. The caller presigns the upload.
+#[tracing::instrument(skip_all, fields(product_id = %id))]
+pub async fn add_image(
+    ctx: &AppContext,
+    req: &Request,
+    caller: &Caller,
+    id: &ProductId,
+    kind: Kind,
+    content_length: u64,
+) -> Result<(Product, Image), CatalogError> {
+    for _ in 0..WRITE_ATTEMPTS {
+        let read = read_for_write(ctx, &caller.tenant_id, id, None).await?;
+        let now = ctx.clock.now();
+        let mut product = read.clone();
+        let (kept, dropped): (Vec<Image>, Vec<Image>) = read
+            .images
+            .iter()
+            .cloned()
+            .partition(|i| i.status != ImageStatus::Rejected && !abandoned(i, now));
+        if kept.len() >= MAX_IMAGES {
+            return Err(CatalogError::TooManyImages);
+        }
+        let expires = now + chrono::Duration::from_std(UPLOAD_TTL).unwrap_or_default();
+        let image = Image {
+            id: ImageId::generate(ctx.ids.as_ref()),
+            status: ImageStatus::Pending,
+            content_type: kind.content_type().to_owned(),
+            content_length,
+            width: None,
+            height: None,
+            reason: None,
+            created_at: crate::clock::rfc3339(now),
+            upload_expires_at: crate::clock::rfc3339(expires),
+        };
+        product.images = kept;
+        product.images.push(image.clone());
+        product.version = read.version + 1;
+        product.updated_at = crate::clock::rfc3339(now);
+        let mut tx = audit::recorded(
+            ctx,
+            req,
+            caller,
+            Change::new("product.image_added", "product", id)
+                .detail(format!("image: {}, {}", image.id, image.content_type)),
+        )?;
+        tx.add(THE_PRODUCT, products::replace(&product, read.version)?)?;
+        tx.add("the event", event(ctx, "product.updated", &product)?)?;
+        let stale = dropped
+            .iter()
+            .flat_map(|i| ImageKeys::of(&read, i).all())
+            .collect();
+        delete_objects(ctx, &mut tx, &product.tenant_id, stale)?;
+        match tx.commit(ctx.table.as_ref()).await {
+            Ok(()) => return Ok((product, image)),
+            Err(TransactionError::Refused(THE_PRODUCT)) => continue,
+            Err(e) => return Err(CatalogError::Store(e.into_store())),
+        }
+    }
+    Err(CatalogError::Contended)
+}
+
+/// Removes an image from a product of the caller's shop; its objects are deleted by a job
+/// written in the same transaction.
+#[tracing::instrument(skip_all, fields(product_id = %id, image_id = %image_id))]
+pub async fn remove_image(
+    ctx: &AppContext,
+    req: &Request,
+    caller: &Caller,
+    id: &ProductId,
+    image_id: &ImageId,
+) -> Result<(), CatalogError> {
+    for _ in 0..WRITE_ATTEMPTS {
+        let read = read_for_write(ctx, &caller.tenant_id, id, None).await?;
+        let image = read
+            .images
+            .iter()
+            .find(|i| &i.id == image_id)
+            .cloned()
+            .ok_or(CatalogError::NoSuchImage)?;
+        let mut product = read.clone();
+        product.images.retain(|i| &i.id != image_id);
+        product.version = read.version + 1;
+        product.updated_at = crate::clock::rfc3339(ctx.clock.now());
+        let mut tx = audit::recorded(
+            ctx,
+            req,
+            caller,
+            Change::new("product.image_deleted", "product", id)
+                .detail(format!("image: {image_id}")),
+        )?;
+        tx.add(THE_PRODUCT, products::replace(&product, read.version)?)?;
+        tx.add("the event", event(ctx, "product.updated", &product)?)?;
+        let objects = ImageKeys::of(&read, &image).all().to_vec();
+        delete_objects(ctx, &mut tx, &product.tenant_id, objects)?;
+        match tx.commit(ctx.table.as_ref()).await {
+            Ok(()) => return Ok(()),
+            Err(TransactionError::Refused(THE_PRODUCT)) => continue,
+            Err(e) => return Err(CatalogError::Store(e.into_store())),
+        }
+    }
+    Err(CatalogError::Contended)
+}
+
+/// What the image worker found an upload to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Ready { width: u32, height: u32 },
+    Rejected { reason: String },
+}
+
+/// What recording a verdict did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// The image is now ready or rejected.
+    Recorded,
+    /// The image was already settled (a duplicate notification): nothing changed.
+    AlreadySettled,
+    /// The product or the image no longer exists: nothing to record.
+    Gone,
+}
+
+/// Records the worker's verdict on a pending image, with its `product.updated` event, in
+/// one transaction conditioned on the version read (read again on a lost race, as often
+/// as other writes get in between).
+#[tracing::instrument(skip(ctx))]
+pub async fn settle_image(
+    ctx: &AppContext,
+    tenant_id: &TenantId,
+    id: &ProductId,
+    image_id: &ImageId,
+    verdict: &Verdict,
+) -> Result<Settled, StoreError> {
+    const ATTEMPTS: usize = 8;
+    for _ in 0..ATTEMPTS {
+        let Some(read) = products::get(ctx.table.as_ref(), tenant_id, id).await? else {
+            return Ok(Settled::Gone);
+        };
+        let mut product = read.clone();
+        let Some(image) = product.images.iter_mut().find(|i| &i.id == image_id) else {
+            return Ok(Settled::Gone);
+        };
+        if image.status != ImageStatus::Pending {
+            return Ok(Settled::AlreadySettled);
+        }
+        match verdict {
+            Verdict::Ready { width, height } => {
+                image.status = ImageStatus::Ready;
+                image.width = Some(*width);
+                image.height = Some(*height);
+            }
+            Verdict::Rejected { reason } => {
+                image.status = ImageStatus::Rejected;
+                image.reason = Some(reason.clone());
+            }
+        }
+        product.version = read.version + 1;
+        product.updated_at = crate::clock::rfc3339(ctx.clock.now());
+        let mut tx: Transaction<&'static str> = Transaction::new();
+        tx.add(THE_PRODUCT, products::replace(&product, read.version)?)?;
+        tx.add("the event", event(ctx, "product.updated", &product)?)?;
+        match tx.commit(ctx.table.as_ref()).await {
+            Ok(()) => return Ok(Settled::Recorded),
+            Err(TransactionError::Refused(THE_PRODUCT)) => continue,
+            Err(e) => return Err(e.into_store()),
+        }
+    }
+    Err(StoreError::Conflict)
 }

@@ -20,6 +20,9 @@ pub struct AwsConfig {
     /// `STOREFRONT_S3_PATH_STYLE=true`: address the bucket in the path, as S3-compatible
     /// stores on one host (moto, MinIO) need; AWS itself wants the default.
     pub s3_path_style: bool,
+    /// `STOREFRONT_IMAGES_URL`: where product images are served (the CloudFront
+    /// distribution's `https://…` origin), for functions that show products.
+    pub images_url: Option<String>,
 }
 
 /// Requests allowed per minute, shared by every instance through the table.
@@ -154,6 +157,7 @@ impl AwsConfig {
             session_lifetime: session_lifetime()?,
             audit_retention: audit_retention()?,
             s3_path_style: optional("STOREFRONT_S3_PATH_STYLE").is_some_and(|v| v == "true"),
+            images_url: optional("STOREFRONT_IMAGES_URL"),
         })
     }
 }

@@ -31,6 +31,13 @@ pub const JOBS_QUEUE: &str = "jobs";
 pub const JOBS_DLQ: &str = "jobs-dlq";
 pub const JOBS_MAX_RECEIVE_COUNT: u32 = 5;
 pub const JOBS_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The queue the bucket's upload notifications go to, and its dead-letter queue (the image
+/// worker's; template.yaml says the same: visibility 6 x its 60 s timeout).
+pub const IMAGE_UPLOADS_QUEUE: &str = "image-uploads";
+pub const IMAGE_UPLOADS_DLQ: &str = "image-uploads-dlq";
+pub const IMAGE_UPLOADS_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(360);
+/// The bucket name local upload notifications give.
+pub const LOCAL_BUCKET: &str = "storefront-local";
 
 #[derive(Clone)]
 pub struct AppContext {
@@ -50,6 +57,9 @@ pub struct AppContext {
     /// its webhooks: the local server sets it (from `STOREFRONT_PAYMENT_WEBHOOK_SECRET`, or
     /// generated in the data directory); on AWS only the payment webhook function will.
     pub payment_webhook_secret: Option<SecretString>,
+    /// Where product images are served from (`<this>/images/…`): CloudFront on AWS, the
+    /// local server locally. Unset, image answers carry no addresses.
+    pub images_url: Option<String>,
     pub started_at: DateTime<Utc>,
 }
 
@@ -60,6 +70,9 @@ pub struct Embedded {
     pub blobs: EmbeddedBlobs,
     pub jobs: EmbeddedQueue,
     pub dead_letters: EmbeddedQueue,
+    /// The blob store's notifications of uploads, which the image worker consumes.
+    pub image_uploads: EmbeddedQueue,
+    pub image_dead_letters: EmbeddedQueue,
     pub data_dir: PathBuf,
 }
 
@@ -118,6 +131,7 @@ impl AppContext {
             audit_retention: config.audit_retention,
             keys: Arc::new(KeyRing::empty()),
             payment_webhook_secret: None,
+            images_url: config.images_url.clone(),
         }
     }
 
@@ -151,14 +165,37 @@ impl AppContext {
                 }),
             },
         );
+        let image_dead_letters = queues.queue(
+            IMAGE_UPLOADS_DLQ,
+            QueueConfig {
+                visibility_timeout: IMAGE_UPLOADS_VISIBILITY_TIMEOUT,
+                redrive: None,
+            },
+        );
+        let image_uploads = queues.queue(
+            IMAGE_UPLOADS_QUEUE,
+            QueueConfig {
+                visibility_timeout: IMAGE_UPLOADS_VISIBILITY_TIMEOUT,
+                redrive: Some(Redrive {
+                    dead_letter_queue: IMAGE_UPLOADS_DLQ.into(),
+                    max_receive_count: JOBS_MAX_RECEIVE_COUNT,
+                }),
+            },
+        );
         let key = load_or_create_key(&data_dir.join("keys").join("blob-signing.key"))
             .map_err(EmbeddedError::Other)?;
         let blobs = EmbeddedBlobs::open(&data_dir.join("blobs"), public_url, key, clock.clone())
-            .map_err(EmbeddedError::Other)?;
+            .map_err(EmbeddedError::Other)?
+            .notify(
+                crate::imaging::UPLOADS_PREFIX,
+                LOCAL_BUCKET,
+                Arc::new(image_uploads.clone()),
+            );
         let keys = crate::credentials::keys::load_local(data_dir).map_err(EmbeddedError::Other)?;
         let ctx = Self {
             keys: Arc::new(keys),
             payment_webhook_secret: None,
+            images_url: Some(public_url.trim_end_matches('/').to_owned()),
             table: Arc::new(table),
             queue: Arc::new(jobs.clone()),
             blobs: Arc::new(blobs.clone()),
@@ -174,6 +211,8 @@ impl AppContext {
             blobs,
             jobs,
             dead_letters,
+            image_uploads,
+            image_dead_letters,
             data_dir: data_dir.to_owned(),
         })
     }

@@ -3,9 +3,9 @@
 //! Where things live, from the bottom up (every import points up this list, to a module
 //! above it; `tests/suite/routes_agree.rs` checks it):
 //!
-//! - [`clock`], [`ids`], [`crypto`], [`metrics`], [`xray`], [`telemetry`]: time,
-//!   identifiers, the few primitives everything uses, metrics lines, trace subsegments and
-//!   JSON logs.
+//! - [`clock`], [`ids`], [`crypto`], [`imaging`], [`metrics`], [`xray`], [`telemetry`]:
+//!   time, identifiers, the few primitives everything uses (image checks and thumbnails
+//!   among them), metrics lines, trace subsegments and JSON logs.
 //! - [`domain`]: types that can only be built valid (`Email`, `Money`, `Role`, `Caller`, …);
 //!   no I/O.
 //! - [`credentials`]: passwords, signed tokens and their key ring, refresh tokens and API
@@ -52,6 +52,7 @@ pub mod handlers;
 pub mod http;
 pub mod identity;
 pub mod ids;
+pub mod imaging;
 pub mod jobs;
 pub mod lambda;
 pub mod metrics;

@@ -69,6 +69,8 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/v1/products/{id}" => "products-get", visitor, handlers::products::get),
     route!(PATCH "/v1/products/{id}" => "products-update", role(Role::Staff), handlers::products::update),
     route!(DELETE "/v1/products/{id}" => "products-delete", role(Role::Staff), handlers::products::delete),
+    route!(POST "/v1/products/{id}/images" => "product-images-create", role(Role::Staff), handlers::product_images::create),
+    route!(DELETE "/v1/products/{id}/images/{image_id}" => "product-images-delete", role(Role::Staff), handlers::product_images::delete),
 ];
 
 /// The Lambda function behind API Gateway's `$default` route, which receives every request

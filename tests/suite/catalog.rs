@@ -2,11 +2,22 @@
 //! `dispatch` (the path Lambda and the local server share) over the embedded store and over
 //! DynamoDB on moto; then the anonymous browse over HTTP against the local server.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
 use http::Method;
+use image::ImageEncoder as _;
+use img_parts::ImageEXIF as _;
 use serde_json::{json, Value};
+use storefront::clock::Clock as _;
+use storefront::jobs::images::ImageUploads;
 use storefront::jobs::outbox::SHARDS;
-use storefront::jobs::worker::Job;
-use storefront::store::{Index, Query};
+use storefront::jobs::worker::{Dispatcher, Job};
+use storefront::jobs::{process_batch, JobMessage};
+use storefront::store::{
+    Condition, Index, Item, Key, Page, Query, StoreError, Table, TxOp, UpdateOp,
+};
 
 use crate::helpers::api::{dynamo, embedded, Api, Reply, Shop};
 use crate::helpers::LocalServer;
@@ -29,6 +40,13 @@ conformance!(embedded, dynamo;
     a_product_of_another_shop_is_404_to_every_route,
     customers_and_anonymous_callers_cannot_write_the_catalogue_staff_can,
     every_product_write_puts_its_event_and_audit_entry_in_its_own_transaction,
+    an_image_upload_is_presigned_for_its_type_and_length_and_anything_else_is_refused,
+    a_product_takes_ten_images_and_refuses_an_eleventh,
+    the_worker_makes_a_thumbnail_strips_the_gps_position_and_marks_the_image_ready,
+    a_repeated_notification_makes_no_second_thumbnail_and_no_error,
+    a_file_that_lies_about_its_type_is_rejected_and_deleted,
+    deleting_an_image_or_its_product_deletes_its_objects,
+    an_image_deleted_while_the_worker_checks_it_leaves_no_objects,
 );
 
 fn mug(sku: &str, name: &str) -> Value {
@@ -859,4 +877,766 @@ async fn the_local_server_serves_the_catalogue_to_anonymous_browsers_over_http()
         .unwrap();
     assert_eq!(again.status(), 304);
     assert!(again.bytes().await.unwrap().is_empty());
+}
+
+/// A JPEG of `width` x `height` with an EXIF block holding a GPS position.
+pub fn photo_with_gps(width: u32, height: u32) -> Vec<u8> {
+    let image = image::ImageBuffer::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 120])
+    });
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+        .write_image(
+            image.as_raw(),
+            width,
+            height,
+            image::ExtendedColorType::Rgb8,
+        )
+        .expect("jpeg");
+    // TIFF: IFD0 with a GPS IFD pointer; the GPS IFD with GPSLatitudeRef "N".
+    let mut tiff = Vec::new();
+    tiff.extend_from_slice(b"II*\0");
+    tiff.extend_from_slice(&8u32.to_le_bytes());
+    tiff.extend_from_slice(&1u16.to_le_bytes());
+    tiff.extend_from_slice(&0x8825u16.to_le_bytes());
+    tiff.extend_from_slice(&4u16.to_le_bytes());
+    tiff.extend_from_slice(&1u32.to_le_bytes());
+    tiff.extend_from_slice(&26u32.to_le_bytes());
+    tiff.extend_from_slice(&0u32.to_le_bytes());
+    tiff.extend_from_slice(&1u16.to_le_bytes());
+    tiff.extend_from_slice(&0x0001u16.to_le_bytes());
+    tiff.extend_from_slice(&2u16.to_le_bytes());
+    tiff.extend_from_slice(&2u32.to_le_bytes());
+    tiff.extend_from_slice(b"N\0\0\0");
+    tiff.extend_from_slice(&0u32.to_le_bytes());
+    tiff.extend_from_slice(b"GPS-51.5074N-0.1278W");
+    let mut parts = img_parts::jpeg::Jpeg::from_bytes(Bytes::from(jpeg)).expect("parts");
+    parts.set_exif(Some(Bytes::from(tiff)));
+    parts.encoder().bytes().to_vec()
+}
+
+/// A PNG of `width` x `height`.
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    let image = image::ImageBuffer::from_fn(width, height, |x, _| {
+        image::Rgba([(x % 256) as u8, 40, 80, 200])
+    });
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out)
+        .write_image(
+            image.as_raw(),
+            width,
+            height,
+            image::ExtendedColorType::Rgba8,
+        )
+        .expect("png");
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn add_image(
+    api: &Api,
+    shop: &Shop,
+    product_id: &str,
+    content_type: &str,
+    length: usize,
+) -> Reply {
+    api.post(
+        &format!("/v1/products/{product_id}/images"),
+        Some(&shop.owner),
+        json!({"content_type": content_type, "content_length": length}),
+    )
+    .await
+}
+
+fn upload_key(shop: &Shop, product_id: &str, image_id: &str) -> String {
+    format!("uploads/{}/{product_id}/{image_id}", shop.tenant_id)
+}
+
+/// The message S3 sends (through SQS) when an object is created under `key`.
+pub fn notification(key: &str) -> JobMessage {
+    let body = json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "eu-west-1",
+        "eventTime": "2026-11-25T15:12:00.000Z", "eventName": "ObjectCreated:Put",
+        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": "uploads", "arn": "arn:aws:s3:::uploads"},
+               "object": {"key": key, "size": 1}}
+    }]});
+    JobMessage {
+        id: format!("n-{key}"),
+        body: body.to_string(),
+        receive_count: 1,
+    }
+}
+
+/// Uploads `bytes` as the image's file (as the client's PUT does) and runs the image worker
+/// on S3's notification of it.
+async fn upload_and_process(
+    api: &Api,
+    shop: &Shop,
+    product_id: &str,
+    image_id: &str,
+    content_type: &str,
+    bytes: Vec<u8>,
+) {
+    let key = upload_key(shop, product_id, image_id);
+    api.ctx
+        .blobs
+        .put(&key, Bytes::from(bytes), content_type)
+        .await
+        .expect("upload");
+    use storefront::jobs::Worker as _;
+    ImageUploads::default()
+        .handle(&api.ctx, &notification(&key))
+        .await
+        .expect("the worker succeeds");
+}
+
+async fn image_of(api: &Api, shop: &Shop, product_id: &str) -> Value {
+    let product = api
+        .get(&format!("/v1/products/{product_id}"), Some(&shop.owner))
+        .await;
+    product.body["images"][0].clone()
+}
+
+/// The key of an object an image URL addresses.
+fn key_of(url: &str) -> String {
+    url.split_once("/images/")
+        .map(|(_, rest)| format!("images/{rest}"))
+        .expect("an image URL")
+}
+
+async fn an_image_upload_is_presigned_for_its_type_and_length_and_anything_else_is_refused(
+    api: Api,
+) {
+    let shop = api.create_shop("owner@example.com").await;
+    let product = create(&api, &shop, "MUG-1", "Blue Mug").await;
+    let added = add_image(&api, &shop, id(&product), "image/jpeg", 48_213).await;
+    assert_eq!(added.status, 201, "{:?}", added.body);
+    let image_id = added.body["image_id"].as_str().unwrap();
+    assert!(image_id.starts_with("img_"));
+    let upload = &added.body["upload"];
+    assert_eq!(upload["method"], "PUT");
+    assert!(upload["url"]
+        .as_str()
+        .unwrap()
+        .contains(&upload_key(&shop, id(&product), image_id)));
+    assert_eq!(upload["headers"]["content-type"], "image/jpeg");
+    assert_eq!(upload["headers"]["content-length"], "48213");
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(upload["expires_at"].as_str().unwrap()).unwrap();
+    let in_fifteen = api.clock.now() + chrono::Duration::minutes(15);
+    assert!(
+        (expires.timestamp() - in_fifteen.timestamp()).abs() <= 1,
+        "15 minutes"
+    );
+    let image = image_of(&api, &shop, id(&product)).await;
+    assert_eq!(image["id"], image_id);
+    assert_eq!(image["status"], "pending");
+    assert_eq!(image["content_type"], "image/jpeg");
+    assert!(image.get("url").is_none(), "no address before it is ready");
+
+    let path = format!("/v1/products/{}/images", id(&product));
+    for (body, status, field) in [
+        (
+            json!({"content_type": "image/gif", "content_length": 10}),
+            422,
+            "content_type",
+        ),
+        (
+            json!({"content_type": "text/html", "content_length": 10}),
+            422,
+            "content_type",
+        ),
+        (
+            json!({"content_type": "image/png", "content_length": 0}),
+            422,
+            "content_length",
+        ),
+        (
+            json!({"content_type": "image/png", "content_length": 10 * 1024 * 1024 + 1}),
+            422,
+            "content_length",
+        ),
+        (
+            json!({"content_type": "image/png", "content_length": 1.5}),
+            400,
+            "content_length",
+        ),
+        (
+            json!({"content_type": "image/png", "content_length": -1}),
+            400,
+            "content_length",
+        ),
+        (json!({"content_type": "image/png"}), 400, "content_length"),
+    ] {
+        let reply = api.post(&path, Some(&shop.owner), body.clone()).await;
+        assert_eq!(reply.status, status, "{body}: {:?}", reply.body);
+        assert_eq!(reply.body["errors"][0]["field"], field, "{body}");
+    }
+    let largest = add_image(&api, &shop, id(&product), "image/webp", 10 * 1024 * 1024).await;
+    assert_eq!(largest.status, 201, "10 MiB exactly is allowed");
+    let customer = api.signup(&shop.tenant_id, "c@example.com").await.token();
+    let refused = api
+        .post(
+            &path,
+            Some(&customer),
+            json!({"content_type": "image/png", "content_length": 10}),
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+    let other = api.create_shop("other@example.com").await;
+    let theirs = add_image(&api, &other, id(&product), "image/png", 10).await;
+    assert_eq!(theirs.status, 404, "another shop's product");
+    let images = api
+        .get(&format!("/v1/products/{}", id(&product)), Some(&shop.owner))
+        .await
+        .body["images"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(images, 2, "only the two accepted requests added images");
+}
+
+async fn a_product_takes_ten_images_and_refuses_an_eleventh(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    let product = create(&api, &shop, "MUG-1", "Blue Mug").await;
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        let added = add_image(&api, &shop, id(&product), "image/png", 100).await;
+        assert_eq!(added.status, 201);
+        ids.push(added.body["image_id"].as_str().unwrap().to_owned());
+    }
+    let eleventh = add_image(&api, &shop, id(&product), "image/png", 100).await;
+    assert_eq!(eleventh.status, 409);
+    assert_eq!(eleventh.slug(), "too-many-images");
+    let deleted = api
+        .delete(
+            &format!("/v1/products/{}/images/{}", id(&product), ids[0]),
+            Some(&shop.owner),
+        )
+        .await;
+    assert_eq!(deleted.status, 204);
+    assert_eq!(
+        add_image(&api, &shop, id(&product), "image/png", 100)
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        add_image(&api, &shop, id(&product), "image/png", 100)
+            .await
+            .status,
+        409
+    );
+    // Uploads never made are given up on once their window is long over.
+    api.clock.advance(std::time::Duration::from_secs(3600));
+    let owner = api
+        .login(
+            &shop.tenant_id,
+            "owner@example.com",
+            "correct horse battery",
+        )
+        .await
+        .token();
+    let later = api
+        .post(
+            &format!("/v1/products/{}/images", id(&product)),
+            Some(&owner),
+            json!({"content_type": "image/png", "content_length": 100}),
+        )
+        .await;
+    assert_eq!(later.status, 201);
+    let read = api
+        .get(&format!("/v1/products/{}", id(&product)), Some(&owner))
+        .await;
+    assert_eq!(
+        read.body["images"].as_array().unwrap().len(),
+        1,
+        "the abandoned ones were dropped"
+    );
+}
+
+async fn the_worker_makes_a_thumbnail_strips_the_gps_position_and_marks_the_image_ready(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    let product = create(&api, &shop, "MUG-1", "Blue Mug").await;
+    let photo = photo_with_gps(1200, 900);
+    assert!(contains(&photo, b"GPS-51.5074N"));
+    let added = add_image(&api, &shop, id(&product), "image/jpeg", photo.len()).await;
+    let image_id = added.body["image_id"].as_str().unwrap().to_owned();
+    upload_and_process(&api, &shop, id(&product), &image_id, "image/jpeg", photo).await;
+
+    let image = image_of(&api, &shop, id(&product)).await;
+    assert_eq!(image["status"], "ready", "{image}");
+    assert_eq!(
+        (image["width"].as_u64(), image["height"].as_u64()),
+        (Some(1200), Some(900))
+    );
+    let url = image["url"].as_str().expect("url");
+    let thumbnail_url = image["thumbnail_url"].as_str().expect("thumbnail_url");
+    assert_ne!(url, thumbnail_url);
+    let original = api
+        .ctx
+        .blobs
+        .get(&key_of(url))
+        .await
+        .unwrap()
+        .expect("original");
+    assert_eq!(original.content_type, "image/jpeg");
+    assert!(
+        !contains(&original.bytes, b"GPS-51.5074N"),
+        "the GPS position is gone"
+    );
+    let decoded = image::load_from_memory(&original.bytes).expect("still an image");
+    assert_eq!((decoded.width(), decoded.height()), (1200, 900));
+    let thumbnail = api
+        .ctx
+        .blobs
+        .get(&key_of(thumbnail_url))
+        .await
+        .unwrap()
+        .expect("thumbnail");
+    let thumb = image::load_from_memory(&thumbnail.bytes).expect("a thumbnail");
+    assert_eq!((thumb.width(), thumb.height()), (256, 192));
+    let upload = upload_key(&shop, id(&product), &image_id);
+    assert!(
+        api.ctx.blobs.head(&upload).await.unwrap().is_none(),
+        "the upload is deleted"
+    );
+    let anonymous = api
+        .get(
+            &format!("/v1/products/{}?tenant_id={}", id(&product), shop.tenant_id),
+            None,
+        )
+        .await;
+    assert_eq!(anonymous.body["images"][0]["url"], url);
+    assert_eq!(
+        events_about(&api, id(&product)).await.len(),
+        3,
+        "created, image added, image ready"
+    );
+}
+
+async fn a_repeated_notification_makes_no_second_thumbnail_and_no_error(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    let product = create(&api, &shop, "MUG-1", "Blue Mug").await;
+    let bytes = png(300, 200);
+    let added = add_image(&api, &shop, id(&product), "image/png", bytes.len()).await;
+    let image_id = added.body["image_id"].as_str().unwrap().to_owned();
+    upload_and_process(&api, &shop, id(&product), &image_id, "image/png", bytes).await;
+    let path = format!("/v1/products/{}", id(&product));
+    let first = api.get(&path, Some(&shop.owner)).await;
+    let thumbnail_key = key_of(first.body["images"][0]["thumbnail_url"].as_str().unwrap());
+    let thumbnail = api
+        .ctx
+        .blobs
+        .get(&thumbnail_key)
+        .await
+        .unwrap()
+        .expect("thumbnail");
+    let key = upload_key(&shop, id(&product), &image_id);
+    for _ in 0..2 {
+        let outcome =
+            process_batch(&api.ctx, &ImageUploads::default(), &[notification(&key)]).await;
+        assert!(outcome.failed.is_empty(), "a repeat is no error");
+    }
+    let again = api.get(&path, Some(&shop.owner)).await;
+    assert_eq!(
+        header(&again, "etag"),
+        header(&first, "etag"),
+        "nothing was written"
+    );
+    assert_eq!(
+        api.ctx
+            .blobs
+            .get(&thumbnail_key)
+            .await
+            .unwrap()
+            .expect("thumbnail")
+            .bytes,
+        thumbnail.bytes
+    );
+    assert_eq!(events_about(&api, id(&product)).await.len(), 3);
+}
+
+async fn a_file_that_lies_about_its_type_is_rejected_and_deleted(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    let product = create(&api, &shop, "MUG-1", "Blue Mug").await;
+    let lie = png(64, 64);
+    let added = add_image(&api, &shop, id(&product), "image/jpeg", lie.len()).await;
+    let image_id = added.body["image_id"].as_str().unwrap().to_owned();
+    upload_and_process(&api, &shop, id(&product), &image_id, "image/jpeg", lie).await;
+    let image = image_of(&api, &shop, id(&product)).await;
+    assert_eq!(image["status"], "rejected");
+    assert!(image.get("url").is_none());
+    let key = upload_key(&shop, id(&product), &image_id);
+    assert!(
+        api.ctx.blobs.head(&key).await.unwrap().is_none(),
+        "the file is deleted"
+    );
+    let original = format!(
+        "images/{}/{}/{image_id}/original.jpg",
+        shop.tenant_id,
+        id(&product)
+    );
+    assert!(
+        api.ctx.blobs.head(&original).await.unwrap().is_none(),
+        "nothing is served"
+    );
+    // Text with an image's name, and a declared length the file does not have.
+    let text = b"<svg onload=alert(1)>".to_vec();
+    let added = add_image(&api, &shop, id(&product), "image/png", text.len()).await;
+    let second = added.body["image_id"].as_str().unwrap().to_owned();
+    upload_and_process(&api, &shop, id(&product), &second, "image/png", text).await;
+    assert_eq!(
+        image_of(&api, &shop, id(&product)).await["status"],
+        "rejected",
+        "text is no image"
+    );
+    let short = add_image(&api, &shop, id(&product), "image/png", 999).await;
+    let third = short.body["image_id"].as_str().unwrap().to_owned();
+    upload_and_process(&api, &shop, id(&product), &third, "image/png", png(10, 10)).await;
+    let read = api
+        .get(&format!("/v1/products/{}", id(&product)), Some(&shop.owner))
+        .await;
+    // Adding an image drops the rejected ones before it: only the last is listed.
+    assert_eq!(read.body["images"].as_array().unwrap().len(), 1);
+    assert_eq!(read.body["images"][0]["id"], third.as_str());
+    assert_eq!(
+        read.body["images"][0]["status"], "rejected",
+        "a length other than the one declared"
+    );
+}
+
+async fn deleting_an_image_or_its_product_deletes_its_objects(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    let product = create(&api, &shop, "MUG-1", "Blue Mug").await;
+    let mut urls = Vec::new();
+    for _ in 0..2 {
+        let bytes = png(40, 30);
+        let added = add_image(&api, &shop, id(&product), "image/png", bytes.len()).await;
+        let image_id = added.body["image_id"].as_str().unwrap().to_owned();
+        upload_and_process(&api, &shop, id(&product), &image_id, "image/png", bytes).await;
+    }
+    let read = api
+        .get(&format!("/v1/products/{}", id(&product)), Some(&shop.owner))
+        .await;
+    for image in read.body["images"].as_array().unwrap() {
+        urls.push((
+            image["id"].as_str().unwrap().to_owned(),
+            key_of(image["url"].as_str().unwrap()),
+            key_of(image["thumbnail_url"].as_str().unwrap()),
+        ));
+    }
+    let (first, first_original, first_thumbnail) = &urls[0];
+    let deleted = api
+        .delete(
+            &format!("/v1/products/{}/images/{first}", id(&product)),
+            Some(&shop.owner),
+        )
+        .await;
+    assert_eq!(deleted.status, 204);
+    assert_eq!(
+        api.delete(
+            &format!("/v1/products/{}/images/{first}", id(&product)),
+            Some(&shop.owner)
+        )
+        .await
+        .status,
+        404
+    );
+    run_deletion_jobs(&api).await;
+    for key in [first_original, first_thumbnail] {
+        assert!(
+            api.ctx.blobs.head(key).await.unwrap().is_none(),
+            "{key} deleted"
+        );
+    }
+    let (_, second_original, second_thumbnail) = &urls[1];
+    assert!(
+        api.ctx.blobs.head(second_original).await.unwrap().is_some(),
+        "the other image stays"
+    );
+    assert_eq!(
+        api.delete(&format!("/v1/products/{}", id(&product)), Some(&shop.owner))
+            .await
+            .status,
+        204
+    );
+    run_deletion_jobs(&api).await;
+    for key in [second_original, second_thumbnail] {
+        assert!(
+            api.ctx.blobs.head(key).await.unwrap().is_none(),
+            "{key} deleted with its product"
+        );
+    }
+}
+
+/// Runs the object deletions waiting in the outbox, as the worker would once relayed.
+async fn run_deletion_jobs(api: &Api) {
+    for shard in 0..SHARDS {
+        let page = api
+            .ctx
+            .table
+            .query(Query::partition(Index::Primary, format!("OUTBOX#{shard}")).limit(1000))
+            .await
+            .expect("outbox");
+        for item in page.items {
+            let body = item.get_str("body").expect("body").to_owned();
+            if matches!(
+                serde_json::from_str::<Job>(&body),
+                Ok(Job::DeleteBlobs { .. })
+            ) {
+                let message = JobMessage {
+                    id: "d".into(),
+                    body,
+                    receive_count: 1,
+                };
+                let outcome = process_batch(&api.ctx, &Dispatcher, &[message]).await;
+                assert!(outcome.failed.is_empty());
+                api.ctx
+                    .table
+                    .delete(&item.key().unwrap(), None)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+/// A table that deletes one item just before the first transaction passes through: a
+/// product deleted while the image worker checks its upload.
+pub struct DeletesBeforeFirstTransaction {
+    pub inner: Arc<dyn Table>,
+    /// Who deletes the victim: another writer than the one being tested.
+    pub bystander: Arc<dyn Table>,
+    pub victim: Key,
+    pub armed: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Table for DeletesBeforeFirstTransaction {
+    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
+        self.inner.get_many(keys).await
+    }
+    async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError> {
+        self.inner.put(item, condition).await
+    }
+    async fn update(
+        &self,
+        key: &Key,
+        ops: Vec<UpdateOp>,
+        condition: Option<Condition>,
+    ) -> Result<Item, StoreError> {
+        self.inner.update(key, ops, condition).await
+    }
+    async fn delete(
+        &self,
+        key: &Key,
+        condition: Option<Condition>,
+    ) -> Result<Option<Item>, StoreError> {
+        self.inner.delete(key, condition).await
+    }
+    async fn query(&self, query: Query) -> Result<Page, StoreError> {
+        self.inner.query(query).await
+    }
+    async fn transact(&self, ops: Vec<TxOp>) -> Result<(), StoreError> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.bystander.delete(&self.victim, None).await?;
+        }
+        self.inner.transact(ops).await
+    }
+}
+
+async fn an_image_deleted_while_the_worker_checks_it_leaves_no_objects(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    let product = create(&api, &shop, "MUG-1", "Blue Mug").await;
+    let bytes = png(50, 50);
+    let added = add_image(&api, &shop, id(&product), "image/png", bytes.len()).await;
+    let image_id = added.body["image_id"].as_str().unwrap().to_owned();
+    let key = upload_key(&shop, id(&product), &image_id);
+    api.ctx
+        .blobs
+        .put(&key, Bytes::from(bytes), "image/png")
+        .await
+        .unwrap();
+    let mut ctx = api.ctx.clone();
+    ctx.table = Arc::new(DeletesBeforeFirstTransaction {
+        inner: api.ctx.table.clone(),
+        bystander: api.ctx.table.clone(),
+        victim: Key::new(
+            format!("TENANT#{}#PRODUCT#{}", shop.tenant_id, id(&product)),
+            "PRODUCT",
+        ),
+        armed: AtomicBool::new(true),
+    });
+    let outcome = process_batch(&ctx, &ImageUploads::default(), &[notification(&key)]).await;
+    assert!(outcome.failed.is_empty());
+    let base = format!("images/{}/{}/{image_id}", shop.tenant_id, id(&product));
+    for object in [
+        key,
+        format!("{base}/original.png"),
+        format!("{base}/thumbnail.png"),
+    ] {
+        assert!(
+            api.ctx.blobs.head(&object).await.unwrap().is_none(),
+            "{object} is left"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_upload_after_its_window_or_of_another_type_or_length_is_refused_by_the_store() {
+    use storefront::blobs::embedded::PresignRefusal;
+    let api = embedded().await;
+    let blobs = api.embedded.as_ref().expect("embedded").blobs.clone();
+    let shop = api.create_shop("owner@example.com").await;
+    let product = create(&api, &shop, "MUG-1", "Blue Mug").await;
+    let bytes = png(20, 20);
+    let added = add_image(&api, &shop, id(&product), "image/png", bytes.len()).await;
+    let url = url::Url::parse(added.body["upload"]["url"].as_str().unwrap()).unwrap();
+    let key = url.path().trim_start_matches("/_blobs/").to_owned();
+    let query = url.query().unwrap().to_owned();
+    let put = |content_type: &'static str, body: Vec<u8>| {
+        let (blobs, key, query) = (blobs.clone(), key.clone(), query.clone());
+        async move {
+            blobs
+                .accept_put(&key, &query, Some(content_type), Bytes::from(body))
+                .await
+        }
+    };
+    assert_eq!(
+        put("image/jpeg", bytes.clone()).await,
+        Err(PresignRefusal::WrongContentType)
+    );
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert_eq!(
+        put("image/png", longer).await,
+        Err(PresignRefusal::WrongContentLength)
+    );
+    api.clock
+        .advance(std::time::Duration::from_secs(15 * 60 + 1));
+    assert_eq!(
+        put("image/png", bytes.clone()).await,
+        Err(PresignRefusal::Expired)
+    );
+    assert!(
+        api.ctx.blobs.head(&key).await.unwrap().is_none(),
+        "nothing stored"
+    );
+}
+
+#[tokio::test]
+async fn an_image_uploaded_to_the_local_server_is_checked_thumbnailed_and_served() {
+    let local = LocalServer::start().await;
+    let c = &local.client;
+    let shop: Value = c
+        .post(local.url("/v1/tenants"))
+        .json(&json!({"name": "Shop", "owner": {"email": "o@example.com", "password": "correct horse battery", "name": "O"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let owner = shop["tokens"]["access_token"].as_str().unwrap();
+    let product: Value = c
+        .post(local.url("/v1/products"))
+        .bearer_auth(owner)
+        .json(&json!({"sku": "MUG-1", "name": "Mug", "price": {"amount": 1250, "currency": "usd"}, "stock": 5}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let product_id = id(&product).to_owned();
+    let photo = photo_with_gps(2000, 1500);
+    let added: Value = c
+        .post(local.url(&format!("/v1/products/{product_id}/images")))
+        .bearer_auth(owner)
+        .json(&json!({"content_type": "image/jpeg", "content_length": photo.len()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let upload = &added["upload"];
+    let url = upload["url"].as_str().unwrap();
+    let wrong_type = c
+        .put(url)
+        .header("content-type", "image/png")
+        .body(photo.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_type.status(), 403, "another type than the one signed");
+    let mut put = c.put(url);
+    for (name, value) in upload["headers"].as_object().unwrap() {
+        put = put.header(name.as_str(), value.as_str().unwrap());
+    }
+    let stored = put.body(photo).send().await.unwrap();
+    assert_eq!(stored.status(), 200);
+
+    // The worker runs beside the server; wait (bounded) for its verdict.
+    let mut image = Value::Null;
+    for _ in 0..600 {
+        let read: Value = c
+            .get(local.url(&format!("/v1/products/{product_id}")))
+            .bearer_auth(owner)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        image = read["images"][0].clone();
+        if image["status"] != "pending" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(image["status"], "ready", "{image}");
+    assert_eq!(
+        (image["width"].as_u64(), image["height"].as_u64()),
+        (Some(2000), Some(1500))
+    );
+    let thumbnail = c
+        .get(image["thumbnail_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(thumbnail.status(), 200);
+    assert_eq!(thumbnail.headers()["content-type"], "image/jpeg");
+    assert_eq!(
+        thumbnail.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    let thumb = image::load_from_memory(&thumbnail.bytes().await.unwrap()).unwrap();
+    assert_eq!((thumb.width(), thumb.height()), (256, 192));
+    let original = c
+        .get(image["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        !contains(&original, b"GPS-51.5074N"),
+        "served without its GPS position"
+    );
+    let upload_path = url::Url::parse(url).unwrap().path().to_owned();
+    let hidden = c
+        .get(local.url(&upload_path.replace("/_blobs/uploads/", "/images/uploads/")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hidden.status(), 404, "uploads are never served");
 }

@@ -49,10 +49,15 @@ pub fn expected(file: &str) -> Option<Expect> {
         | "api-keys-revoke.json"
         | "products-create.json"
         | "products-update.json"
-        | "products-delete.json" => Expect::Status(401),
+        | "products-delete.json"
+        | "product-images-create.json"
+        | "product-images-delete.json" => Expect::Status(401),
         // Anonymous reads of a shop that does not exist.
         "products-list.json" | "products-get.json" => Expect::Status(404),
         "worker.json" => Expect::Failures(&["2e1424d4-f796-459a-8184-9c92662be6da"]),
+        // An upload of a product that does not exist (its object deleted), S3's test
+        // notification (ignored), and a body that is no S3 event (retried).
+        "images-worker.json" => Expect::Failures(&["b6a1f0e2-3c4d-4e5f-8a9b-0c1d2e3f4a5b"]),
         "outbox-relay.json" | "outbox-relay.sweep.json" => Expect::Relayed {
             tenant_id: "ten_01JD0000000000000000000000",
         },
@@ -125,7 +130,12 @@ async fn every_sample_event_gets_its_expected_answer_from_its_handler() {
             Expect::Failures(ids) => {
                 let event: SqsEvent =
                     serde_json::from_str(&text).unwrap_or_else(|e| panic!("events/{file}: {e}"));
-                let response = storefront::lambda::handle_sqs(ctx, &Dispatcher, event).await;
+                let response = if function == "images-worker" {
+                    let worker = storefront::jobs::images::ImageUploads::default();
+                    storefront::lambda::handle_sqs(ctx, &worker, event).await
+                } else {
+                    storefront::lambda::handle_sqs(ctx, &Dispatcher, event).await
+                };
                 let failed: Vec<&str> = response
                     .batch_item_failures
                     .iter()
@@ -246,21 +256,19 @@ async fn every_signed_in_sample_event_succeeds_with_a_live_token_and_live_ids() 
         Some(serde_json::json!({"sku": "SAMPLE-1", "name": "Sample Mug", "price": {"amount": 1000, "currency": "eur"}, "stock": 3})),
     )
     .await;
-    let live = [
-        (
-            "prod_01JD0000000000000000000000",
-            product["id"].as_str().expect("product id"),
-        ),
+    let product_id = product["id"].as_str().expect("product id").to_owned();
+    let mut live: Vec<(&str, String)> = vec![
+        ("prod_01JD0000000000000000000000", product_id.clone()),
         (
             "usr_01JD0000000000000000000000",
-            member["id"].as_str().expect("member id"),
+            member["id"].as_str().expect("member id").to_owned(),
         ),
         (
             "key_01JD0000000000000000000000",
-            key["id"].as_str().expect("key id"),
+            key["id"].as_str().expect("key id").to_owned(),
         ),
-        ("ses_01JD0000000000000000000000", phone_session.as_str()),
-        ("ten_01JD0000000000000000000000", tenant_id.as_str()),
+        ("ses_01JD0000000000000000000000", phone_session.clone()),
+        ("ten_01JD0000000000000000000000", tenant_id.clone()),
     ];
     // In this order: the logout, which ends the owner's session, comes last.
     for (file, status) in [
@@ -273,6 +281,8 @@ async fn every_signed_in_sample_event_succeeds_with_a_live_token_and_live_ids() 
         ("products-list.json", 200),
         ("products-get.json", 200),
         ("products-update.json", 200),
+        ("product-images-create.json", 201),
+        ("product-images-delete.json", 204),
         ("products-delete.json", 204),
         ("members-create.json", 201),
         ("api-keys-create.json", 201),
@@ -281,8 +291,22 @@ async fn every_signed_in_sample_event_succeeds_with_a_live_token_and_live_ids() 
         ("sessions-revoke.json", 204),
         ("auth-logout.json", 204),
     ] {
+        if file == "product-images-delete.json" {
+            // The image the sample deletion names: one added after the sample update, whose
+            // If-Match names the product's first version.
+            let image = call(
+                ctx,
+                http::Method::POST,
+                &format!("/v1/products/{product_id}/images"),
+                &owner,
+                Some(serde_json::json!({"content_type": "image/png", "content_length": 10})),
+            )
+            .await;
+            let image_id = image["image_id"].as_str().expect("image id").to_owned();
+            live.push(("img_01JD0000000000000000000000", image_id));
+        }
         let mut text = std::fs::read_to_string(dir.join(file)).expect("event");
-        for (sample, id) in live {
+        for (sample, id) in &live {
             text = text.replace(sample, id);
         }
         let mut req =

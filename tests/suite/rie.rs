@@ -71,6 +71,10 @@ fn resolve(value: &Yaml, parameters: &Yaml) -> String {
                 default => resolve(default, parameters),
             }
         }
+        // A resource's attribute (the CloudFront domain in STOREFRONT_IMAGES_URL) is not
+        // known locally: SAM leaves such an intrinsic unresolved and sets the variable to
+        // "" (samcli/local/lambdafn/env_vars.py, `_stringify_value`).
+        Yaml::Tagged(tagged) if tagged.tag == "Sub" || tagged.tag == "GetAtt" => String::new(),
         other => panic!("an environment value sam local cannot resolve: {other:?}"),
     }
 }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::{validate_key, validate_ttl, Blob, BlobError, BlobMeta, Blobs, Presigned};
 use crate::clock::Clock;
 use crate::crypto::SigningKey;
+use crate::queue::{Outgoing, Queue};
 
 /// The path under which the local server serves presigned blob URLs.
 pub const ROUTE_PREFIX: &str = "/_blobs/";
@@ -65,6 +66,17 @@ pub struct EmbeddedBlobs {
     base_url: String,
     key: SigningKey,
     clock: Arc<dyn Clock>,
+    notifications: Option<Notifications>,
+}
+
+/// Where the store tells of new objects under a prefix, as a bucket's event notification
+/// configuration does (template.yaml's `NotificationConfiguration`): an S3 event
+/// notification message, in S3's own shape, on a queue.
+#[derive(Clone)]
+struct Notifications {
+    prefix: String,
+    bucket: String,
+    queue: Arc<dyn Queue>,
 }
 
 /// The presigned parameters a URL carries.
@@ -103,7 +115,37 @@ impl EmbeddedBlobs {
             base_url: base_url.trim_end_matches('/').to_owned(),
             key,
             clock,
+            notifications: None,
         })
+    }
+
+    /// Sends an S3 `ObjectCreated:Put` notification to `queue` for each object written
+    /// under `prefix`, as if from a bucket named `bucket`.
+    pub fn notify(mut self, prefix: &str, bucket: &str, queue: Arc<dyn Queue>) -> Self {
+        self.notifications = Some(Notifications {
+            prefix: prefix.to_owned(),
+            bucket: bucket.to_owned(),
+            queue,
+        });
+        self
+    }
+
+    /// Tells of a new object, when it is under the notified prefix.
+    async fn notify_created(&self, key: &str, size: usize) -> anyhow::Result<()> {
+        let Some(notifications) = &self.notifications else {
+            return Ok(());
+        };
+        if !key.starts_with(&notifications.prefix) {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let event = s3_notification(&notifications.bucket, key, size, now);
+        notifications
+            .queue
+            .send(Outgoing::new(event.to_string()))
+            .await
+            .with_context(|| format!("notifying the upload of {key}"))?;
+        Ok(())
     }
 
     fn object_path(&self, key: &str) -> PathBuf {
@@ -251,12 +293,14 @@ impl EmbeddedBlobs {
         })?;
         let (object, meta_path) = (self.object_path(key), self.meta_path(key));
         let tmp = self.dir.join("tmp");
+        let size = bytes.len();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             atomic_write(&tmp, &meta_path, &meta)?;
             atomic_write(&tmp, &object, &bytes)
         })
         .await
-        .context("blob writer stopped")?
+        .context("blob writer stopped")??;
+        self.notify_created(key, size).await
     }
 
     async fn read(&self, key: &str) -> anyhow::Result<Option<Blob>> {
@@ -283,6 +327,43 @@ impl EmbeddedBlobs {
             Err(e) => Err(e).with_context(|| format!("reading blob metadata of {key}")),
         }
     }
+}
+
+/// An S3 event notification of one created object, in the shape S3 sends
+/// (<https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-content-structure.html>).
+fn s3_notification(
+    bucket: &str,
+    key: &str,
+    size: usize,
+    at: chrono::DateTime<chrono::Utc>,
+) -> serde_json::Value {
+    let encoded: String = url::form_urlencoded::byte_serialize(key.as_bytes()).collect();
+    serde_json::json!({
+        "Records": [{
+            "eventVersion": "2.1",
+            "eventSource": "aws:s3",
+            "awsRegion": "local",
+            "eventTime": crate::clock::rfc3339(at),
+            "eventName": "ObjectCreated:Put",
+            "userIdentity": {"principalId": "storefront-local"},
+            "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+            "responseElements": {},
+            "s3": {
+                "s3SchemaVersion": "1.0",
+                "configurationId": "uploads",
+                "bucket": {
+                    "name": bucket,
+                    "ownerIdentity": {"principalId": "storefront-local"},
+                    "arn": format!("arn:aws:s3:::{bucket}"),
+                },
+                "object": {
+                    "key": encoded,
+                    "size": size,
+                    "sequencer": format!("{:016X}", at.timestamp_micros()),
+                },
+            },
+        }],
+    })
 }
 
 /// Reads the signed parameters from a query string; `None` when any is missing or malformed.

@@ -7,6 +7,7 @@ pub mod health;
 pub mod jwks;
 pub mod me;
 pub mod members;
+pub mod product_images;
 pub mod products;
 pub mod sessions;
 pub mod tenants;

@@ -72,8 +72,8 @@ fn price(body: &Price, shop: &Currency) -> Result<Money, crate::domain::Invalid>
 }
 
 /// A product answer of a write: the product with its ETag, never cached.
-fn written(status: StatusCode, product: &products::Product) -> HandlerResult {
-    let mut response = json(status, &catalog::view(product))?;
+fn written(ctx: &AppContext, status: StatusCode, product: &products::Product) -> HandlerResult {
+    let mut response = json(status, &catalog::view(ctx, product))?;
     if status == StatusCode::CREATED {
         if let Ok(location) = HeaderValue::from_str(&format!("/v1/products/{}", product.id)) {
             response.headers_mut().insert(header::LOCATION, location);
@@ -103,7 +103,7 @@ pub async fn create(req: Request, ctx: &AppContext, caller: Caller) -> HandlerRe
     };
     let product = catalog::create(ctx, &req, &caller, new).await?;
     tracing::info!(product_id = %product.id, "product created");
-    written(StatusCode::CREATED, &product)
+    written(ctx, StatusCode::CREATED, &product)
 }
 
 /// The shop a read is of, and how its answer may be cached: a signed-in caller reads their
@@ -188,7 +188,7 @@ pub async fn list(req: Request, ctx: &AppContext, caller: Option<Caller>) -> Han
     if found.is_empty() && tenants::get(table, &tenant_id).await?.is_none() {
         return Err(ApiError::not_found(NO_SUCH_SHOP));
     }
-    let page = PageBody::new(found.iter().map(catalog::view).collect(), next);
+    let page = PageBody::new(found.iter().map(|p| catalog::view(ctx, p)).collect(), next);
     let body = serde_json::to_vec(&page).map_err(crate::http::internal)?;
     cacheable_json(&req, &content_etag(&body)?, caching, &page)
 }
@@ -206,7 +206,7 @@ pub async fn get(req: Request, ctx: &AppContext, caller: Option<Caller>) -> Hand
         &req,
         &catalog::etag(&product)?,
         caching,
-        &catalog::view(&product),
+        &catalog::view(ctx, &product),
     )
 }
 
@@ -240,7 +240,7 @@ pub async fn update(req: Request, ctx: &AppContext, caller: Caller) -> HandlerRe
     };
     let product = catalog::update(ctx, &req, &caller, &id, changes, precondition.as_ref()).await?;
     tracing::info!(product_id = %product.id, version = product.version, "product updated");
-    written(StatusCode::OK, &product)
+    written(ctx, StatusCode::OK, &product)
 }
 
 /// Takes a product out of the catalogue (listings, search and reads); with `If-Match`,

@@ -8,6 +8,7 @@
 //! worker loop they stay on the queue until the visibility timeout, and after
 //! `maxReceiveCount` receives they move to the dead-letter queue, as SQS redrive does.
 
+pub mod images;
 pub mod outbox;
 pub mod worker;
 

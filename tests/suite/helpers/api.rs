@@ -22,6 +22,8 @@ use crate::helpers;
 pub struct Api {
     pub ctx: AppContext,
     pub clock: Arc<ManualClock>,
+    /// The embedded adapters, for the embedded API (the local server's blob checks).
+    pub embedded: Option<storefront::context::Embedded>,
     _guard: Option<tempfile::TempDir>,
 }
 
@@ -70,8 +72,9 @@ pub async fn embedded() -> Api {
     )
     .expect("open");
     Api {
-        ctx: embedded.ctx,
+        ctx: embedded.ctx.clone(),
         clock,
+        embedded: Some(embedded),
         _guard: Some(dir),
     }
 }
@@ -82,15 +85,20 @@ pub async fn dynamo() -> Api {
     storefront::store::dynamo::create_table(&aws_sdk_dynamodb::Client::new(&sdk), &table)
         .await
         .expect("table");
+    let bucket = helpers::unique("uploads");
+    storefront::blobs::s3::create_bucket(&helpers::moto_s3().await, &bucket)
+        .await
+        .expect("bucket");
     let clock = manual_clock();
     let config = AwsConfig {
         table,
         queue_url: None,
-        bucket: None,
+        bucket: Some(bucket),
         limits: RateLimits::default(),
         session_lifetime: chrono::Duration::seconds(storefront::config::DEFAULT_SESSION_LIFETIME_S),
         audit_retention: chrono::Duration::days(storefront::config::DEFAULT_AUDIT_RETENTION_DAYS),
-        s3_path_style: false,
+        s3_path_style: true,
+        images_url: Some("https://images.example.test".to_owned()),
     };
     let mut ctx = AppContext::aws(&sdk, &config, clock.clone() as Arc<dyn Clock>);
     let key = ("k1".to_owned(), KeyRing::generate_key().expect("key"));
@@ -98,6 +106,7 @@ pub async fn dynamo() -> Api {
     Api {
         ctx,
         clock,
+        embedded: None,
         _guard: None,
     }
 }
