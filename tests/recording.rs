@@ -256,9 +256,17 @@ impl Blobs for RecordingBlobs {
         self.recording.note("s3:GetObject", objects(key));
         self.inner.get(key).await
     }
-    async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<(), BlobError> {
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        content_type: &str,
+        cache_control: Option<&str>,
+    ) -> Result<(), BlobError> {
         self.recording.note("s3:PutObject", objects(key));
-        self.inner.put(key, bytes, content_type).await
+        self.inner
+            .put(key, bytes, content_type, cache_control)
+            .await
     }
     async fn delete(&self, key: &str) -> Result<(), BlobError> {
         self.recording.note("s3:DeleteObject", objects(key));

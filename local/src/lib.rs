@@ -229,6 +229,13 @@ impl Server {
         embedded.ctx.payment_webhook_secret = Some(payment_secret);
         embedded.ctx.session_lifetime = storefront::config::session_lifetime()?;
         embedded.ctx.audit_retention = storefront::config::audit_retention()?;
+        let waiting = embedded.blobs.announce_waiting().await?;
+        if waiting > 0 {
+            tracing::info!(
+                waiting,
+                "uploads waiting since the last run are queued again"
+            );
+        }
         let (stop, stopped) = watch::channel(false);
         let worker = tokio::spawn(storefront::jobs::run_queue(
             embedded.ctx.clone(),
@@ -613,12 +620,14 @@ async fn image(embedded: &Embedded, req: &http::Request<Incoming>) -> LocalRespo
             };
             let mut response = http::Response::new(Full::new(body));
             let headers = response.headers_mut();
+            let cache_control = blob
+                .cache_control
+                .as_deref()
+                .unwrap_or(storefront::jobs::images::IMMUTABLE);
             for (name, value) in [
                 (http::header::CONTENT_TYPE, blob.content_type.as_str()),
-                (
-                    http::header::CACHE_CONTROL,
-                    "public, max-age=31536000, immutable",
-                ),
+                (http::header::CACHE_CONTROL, cache_control),
+                (http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             ] {
                 if let Ok(value) = http::HeaderValue::from_str(value) {
                     headers.insert(name, value);

@@ -4,7 +4,7 @@
 //! products, orders and webhook endpoints the same way.
 
 use crate::context::AppContext;
-use crate::domain::{Caller, Principal};
+use crate::domain::{Caller, Principal, TenantId};
 use crate::http::{client_ip, Request};
 use crate::ids::IdKind;
 use crate::repo::audit::{self, Actor, Entry, Resource};
@@ -23,6 +23,23 @@ pub fn recorded(
 ) -> Result<Transaction<&'static str>, StoreError> {
     let mut tx = Transaction::new();
     tx.add(LABEL, entry(ctx, req, caller, change)?)?;
+    Ok(tx)
+}
+
+/// A transaction that starts with the entry recording `change` made by Storefront itself
+/// (a worker's verdict on an upload, an expiry): the actor is `{"type": "system", "id":
+/// <the function>}` and there is no client address.
+pub fn recorded_by_system(
+    ctx: &AppContext,
+    tenant_id: &TenantId,
+    change: Change<'_>,
+) -> Result<Transaction<&'static str>, StoreError> {
+    let actor = Actor {
+        kind: "system".into(),
+        id: crate::telemetry::function().to_owned(),
+    };
+    let mut tx = Transaction::new();
+    tx.add(LABEL, write(ctx, tenant_id, actor, None, change)?)?;
     Ok(tx)
 }
 
@@ -59,7 +76,6 @@ pub fn entry(
     caller: &Caller,
     change: Change<'_>,
 ) -> Result<TxOp, StoreError> {
-    let now = ctx.clock.now();
     let actor = match &caller.principal {
         Principal::User { user_id, .. } => Actor {
             kind: "user".into(),
@@ -70,9 +86,22 @@ pub fn entry(
             id: key_id.to_string(),
         },
     };
+    let ip = client_ip(req).map(str::to_owned);
+    write(ctx, &caller.tenant_id, actor, ip, change)
+}
+
+/// The write of one entry, kept for the shop's retention.
+fn write(
+    ctx: &AppContext,
+    tenant_id: &TenantId,
+    actor: Actor,
+    ip: Option<String>,
+    change: Change<'_>,
+) -> Result<TxOp, StoreError> {
+    let now = ctx.clock.now();
     let entry = Entry {
         id: ctx.ids.next(IdKind::Audit),
-        tenant_id: caller.tenant_id.clone(),
+        tenant_id: tenant_id.clone(),
         actor,
         action: change.action.to_owned(),
         resource: Resource {
@@ -80,7 +109,7 @@ pub fn entry(
             id: change.id.to_owned(),
         },
         detail: change.detail,
-        ip: client_ip(req).map(str::to_owned),
+        ip,
         at: crate::clock::rfc3339(now),
     };
     audit::record(&entry, (now + ctx.audit_retention).timestamp())

@@ -144,10 +144,16 @@ fn ip_subject(ip: &str) -> String {
 }
 
 /// Puts the per-IP limit's state on a response (IETF RateLimit header fields), unless a
-/// tighter limit of the route (login's) already wrote its own.
+/// tighter limit of the route (login's) already wrote its own, or the response may be kept
+/// by shared caches (an anonymous catalogue read): one client's count must not be served
+/// to others.
 fn show_limit(response: &mut Response, decision: &Decision) {
     let headers = response.headers_mut();
-    if headers.contains_key(RATELIMIT) {
+    let shared = headers
+        .get(http::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("public"));
+    if shared || headers.contains_key(RATELIMIT) {
         return;
     }
     for (name, value) in [

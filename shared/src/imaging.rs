@@ -2,12 +2,13 @@
 //! image type it claims (its magic bytes, then a real decode), refuses more than
 //! [`MAX_PIXELS`] from the header alone (before a pixel is decoded: a small file can
 //! declare a huge image), makes a thumbnail of [`THUMBNAIL_EDGE`] px on its long edge, and
-//! strips the original's metadata (EXIF, XMP, IPTC, comments: a phone photo's GPS position
-//! must not be published), keeping only its orientation.
+//! removes the original's metadata (EXIF, XMP, IPTC, comments: a phone photo's GPS position
+//! must not be published): a JPEG is encoded again from its upright pixels, a PNG or WebP
+//! keeps only its image and colour chunks and its orientation.
 //!
 //! Decoding and encoding are the `image` crate's; resizing is `fast_image_resize`'s
 //! (SIMD convolution, several times faster than `image`'s own resize: `bench thumbnail`
-//! measures both); the lossless metadata strip is `img-parts`'.
+//! measures both); the chunk surgery on PNG and WebP is `img-parts`'.
 
 use std::io::Cursor;
 
@@ -33,10 +34,13 @@ pub const MAX_PIXELS: u64 = 40_000_000;
 pub const THUMBNAIL_EDGE: u32 = 256;
 /// The largest upload accepted: 10 MiB.
 pub const MAX_UPLOAD_BYTES: u64 = 10 * 1024 * 1024;
-/// What decoding may allocate at most: a 40-megapixel image with alpha, and some room.
-const MAX_DECODE_ALLOC: u64 = 4 * MAX_PIXELS + 64 * 1024 * 1024;
+/// What decoding may allocate at most: a 40-megapixel image of 16 bits a channel with
+/// alpha (8 bytes a pixel), and some room.
+const MAX_DECODE_ALLOC: u64 = 8 * MAX_PIXELS + 64 * 1024 * 1024;
 /// JPEG thumbnails' quality.
 const JPEG_QUALITY: u8 = 85;
+/// The quality a JPEG original is encoded again at.
+const ORIGINAL_JPEG_QUALITY: u8 = 90;
 
 /// The image types a product image may be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,8 +130,11 @@ pub fn process(bytes: Bytes, claimed: Kind) -> Result<Processed, Refusal> {
     image.apply_orientation(orientation);
     let (width, height) = (image.width(), image.height());
     let (thumbnail, thumbnail_width, thumbnail_height) = thumbnail(&image, claimed)?;
+    let original = match claimed {
+        Kind::Jpeg => reencoded_jpeg(&bytes, &image)?,
+        Kind::Png | Kind::Webp => strip_metadata(bytes, claimed, orientation)?,
+    };
     drop(image);
-    let original = strip_metadata(bytes, claimed, orientation)?;
     Ok(Processed {
         width,
         height,
@@ -211,10 +218,53 @@ fn thumbnail(image: &DynamicImage, kind: Kind) -> Result<(Vec<u8>, u32, u32), Re
     Ok((out, width, height))
 }
 
-/// The original without its metadata, bit for bit otherwise (no re-encoding, so no loss):
-/// JPEG APPn segments other than JFIF, ICC and Adobe's, and comments; PNG text, time and
-/// EXIF chunks; WebP EXIF and XMP chunks. The orientation, when the image has one, is
-/// kept as the only EXIF field, so the original still shows the right way up.
+/// A JPEG original encoded again from its decoded, upright pixels, with its colour profile
+/// and nothing else. A JPEG can hide metadata where a lossless strip cannot reach it
+/// (segments between the scans of a progressive JPEG, bytes after its end, a thumbnail
+/// inside its JFIF header), so it is rebuilt from the pixels; one generation at quality 90
+/// is invisible in a product photo.
+fn reencoded_jpeg(upload: &Bytes, image: &DynamicImage) -> Result<Bytes, Refusal> {
+    let failed =
+        |what: &str, e: &dyn std::fmt::Display| Refusal::Undecodable(format!("{what}: {e}"));
+    let icc = img_parts::jpeg::Jpeg::from_bytes(upload.clone())
+        .ok()
+        .and_then(|jpeg| jpeg.icc_profile());
+    let rgb = image.to_rgb8();
+    let mut out = Vec::new();
+    JpegEncoder::new_with_quality(&mut out, ORIGINAL_JPEG_QUALITY)
+        .write_image(
+            rgb.as_raw(),
+            rgb.width(),
+            rgb.height(),
+            image::ExtendedColorType::Rgb8,
+        )
+        .map_err(|e| failed("encoding the original", &e))?;
+    if icc.is_none() {
+        return Ok(Bytes::from(out));
+    }
+    let mut jpeg = img_parts::jpeg::Jpeg::from_bytes(Bytes::from(out))
+        .map_err(|e| failed("reading the encoded original", &e))?;
+    jpeg.set_icc_profile(icc);
+    Ok(jpeg.encoder().bytes())
+}
+
+/// The PNG chunks an original keeps: the image, its palette and transparency, colour
+/// information, pixel density and animation. Anything else (text, time, EXIF, vendor
+/// chunks) is dropped, and so is anything after `IEND`.
+const PNG_CHUNKS: [&[u8; 4]; 15] = [
+    b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"cHRM", b"gAMA", b"iCCP", b"sBIT", b"sRGB",
+    b"cICP", b"pHYs", b"acTL", b"fcTL", b"fdAT",
+];
+
+/// The WebP chunks an original keeps: the bitstream, alpha, colour profile and animation.
+const WEBP_CHUNKS: [&[u8; 4]; 7] = [
+    b"VP8X", b"VP8 ", b"VP8L", b"ALPH", b"ICCP", b"ANIM", b"ANMF",
+];
+
+/// A PNG or WebP original without its metadata, bit for bit otherwise (no re-encoding, so
+/// no loss): only the chunks in [`PNG_CHUNKS`] or [`WEBP_CHUNKS`] are kept. The
+/// orientation, when the image has one, is kept as the only EXIF field, so the original
+/// still shows the right way up.
 pub fn strip_metadata(
     bytes: Bytes,
     kind: Kind,
@@ -223,40 +273,30 @@ pub fn strip_metadata(
     let failed = |e: img_parts::Error| Refusal::Undecodable(format!("reading its metadata: {e}"));
     let exif = (orientation != Orientation::NoTransforms).then(|| orientation_exif(orientation));
     let stripped = match kind {
-        Kind::Jpeg => {
-            let mut jpeg = img_parts::jpeg::Jpeg::from_bytes(bytes).map_err(failed)?;
-            let icc = jpeg.icc_profile();
-            jpeg.segments_mut().retain(|segment| {
-                let marker = segment.marker();
-                let app = (img_parts::jpeg::markers::APP0..=img_parts::jpeg::markers::APP15)
-                    .contains(&marker);
-                let kept_app = matches!(
-                    marker,
-                    img_parts::jpeg::markers::APP0 | img_parts::jpeg::markers::APP14
-                );
-                (!app || kept_app) && marker != img_parts::jpeg::markers::COM
-            });
-            jpeg.set_icc_profile(icc);
-            jpeg.set_exif(exif);
-            jpeg.encoder().bytes()
-        }
         Kind::Png => {
             let mut png = img_parts::png::Png::from_bytes(bytes).map_err(failed)?;
-            png.chunks_mut().retain(|chunk| {
-                !matches!(
-                    &chunk.kind(),
-                    b"tEXt" | b"zTXt" | b"iTXt" | b"tIME" | b"eXIf"
-                )
-            });
-            png.set_exif(exif);
+            png.chunks_mut()
+                .retain(|chunk| PNG_CHUNKS.contains(&&chunk.kind()));
+            // Right after the header: an orientation after the image data is one that
+            // decoders and browsers may never read.
+            if let Some(exif) = exif {
+                let chunk = img_parts::png::PngChunk::new(*b"eXIf", exif);
+                png.chunks_mut().insert(1, chunk);
+            }
             png.encoder().bytes()
         }
         Kind::Webp => {
             let mut webp = img_parts::webp::WebP::from_bytes(bytes).map_err(failed)?;
-            webp.remove_chunks_by_id(*b"XMP ");
+            webp.chunks_mut()
+                .retain(|chunk| WEBP_CHUNKS.contains(&&chunk.id()));
             // Last: it also sets the container's flags to the chunks that remain.
             webp.set_exif(exif);
             webp.encoder().bytes()
+        }
+        Kind::Jpeg => {
+            return Err(Refusal::Undecodable(
+                "a JPEG original is encoded again, not stripped".into(),
+            ))
         }
     };
     Ok(stripped)
@@ -405,21 +445,56 @@ mod tests {
     }
 
     #[test]
-    fn the_original_loses_its_gps_position_and_keeps_its_orientation() {
-        let upload = jpeg_with_gps();
+    fn a_jpeg_original_loses_its_gps_position_and_is_stored_upright() {
+        let mut upload = jpeg_with_gps();
+        // A polyglot's tail after the end of the image.
+        upload.extend_from_slice(b"TRAILING-SECRET");
         assert!(contains(&upload, b"GPS-SECRET"));
         let done = process(Bytes::from(upload), Kind::Jpeg).unwrap();
         assert!(!contains(&done.original, b"GPS-SECRET"), "no GPS left");
+        assert!(
+            !contains(&done.original, b"TRAILING-SECRET"),
+            "nothing after the image"
+        );
         let kept = img_parts::jpeg::Jpeg::from_bytes(done.original.clone()).unwrap();
-        let exif = kept.exif().expect("the orientation's EXIF");
+        assert!(
+            kept.exif().is_none(),
+            "no EXIF at all: the pixels are upright"
+        );
+        // Rotated 90 degrees: displayed 300 wide and 400 high, stored so, and so is the
+        // thumbnail.
+        assert_eq!((done.width, done.height), (300, 400));
+        let original = image::load_from_memory(&done.original).unwrap();
+        assert_eq!((original.width(), original.height()), (300, 400));
+        assert_eq!((done.thumbnail_width, done.thumbnail_height), (192, 256));
+    }
+
+    #[test]
+    fn a_png_original_keeps_only_its_image_chunks_and_its_orientation() {
+        let mut parts = img_parts::png::Png::from_bytes(Bytes::from(png(30, 20))).unwrap();
+        // Before the image data, where decoders and browsers read them.
+        let exif = orientation_exif(Orientation::Rotate180).to_vec();
+        for (kind, data) in [
+            (*b"tEXt", b"Comment\0GPS-SECRET".to_vec()),
+            (*b"caBX", b"VENDOR-SECRET".to_vec()),
+            (*b"eXIf", exif),
+        ] {
+            let chunk = img_parts::png::PngChunk::new(kind, Bytes::from(data));
+            parts.chunks_mut().insert(1, chunk);
+        }
+        let mut upload = parts.encoder().bytes().to_vec();
+        upload.extend_from_slice(b"TRAILING-SECRET");
+        let done = process(Bytes::from(upload), Kind::Png).unwrap();
+        for secret in [&b"GPS-SECRET"[..], b"VENDOR-SECRET", b"TRAILING-SECRET"] {
+            assert!(!contains(&done.original, secret));
+        }
+        let kept = img_parts::png::Png::from_bytes(done.original.clone()).unwrap();
+        let exif = kept.exif().expect("the orientation");
         assert_eq!(exif.len(), 26, "the orientation alone");
         assert_eq!(
             Orientation::from_exif_chunk(&exif),
-            Some(Orientation::Rotate90)
+            Some(Orientation::Rotate180)
         );
-        // Rotated 90 degrees: displayed 300 wide and 400 high, and so is the thumbnail.
-        assert_eq!((done.width, done.height), (300, 400));
-        assert_eq!((done.thumbnail_width, done.thumbnail_height), (192, 256));
         assert!(image::load_from_memory(&done.original).is_ok());
     }
 

@@ -33,8 +33,9 @@ fn counted(recording: &Recording) -> String {
 }
 
 /// The order the calls are listed in.
-const NAMES: [&str; 6] = [
+const NAMES: [&str; 7] = [
     "GetItem",
+    "BatchGetItem",
     "PutItem",
     "UpdateItem",
     "DeleteItem",
@@ -156,6 +157,166 @@ async fn main() -> anyhow::Result<()> {
     row("GET /v1/me (API key, again within a minute)", &s);
     let (s, _) = call(&ctx, Method::GET, "/v1/api-keys", Some(&owner), None).await;
     row("GET /v1/api-keys", &s);
+
+    // The catalogue.
+    let product = |sku: &str, name: &str| json!({"sku": sku, "name": name, "description": "Stoneware", "price": {"amount": 1250, "currency": "usd"}, "stock": 5});
+    let (s, mug) = call(
+        &ctx,
+        Method::POST,
+        "/v1/products",
+        Some(&owner),
+        Some(product("MUG-1", "Blue Stoneware Mug")),
+    )
+    .await;
+    row("POST /v1/products (a name of 3 words)", &s);
+    call(
+        &ctx,
+        Method::POST,
+        "/v1/products",
+        Some(&owner),
+        Some(product("MUG-2", "Green Mug")),
+    )
+    .await;
+    recording.take();
+    let (s, _) = call(
+        &ctx,
+        Method::POST,
+        "/v1/products",
+        Some(&owner),
+        Some(product("mug-1", "Copy")),
+    )
+    .await;
+    row("POST /v1/products (sku taken, 409)", &s);
+    let mug_id = mug["id"].as_str().unwrap_or_default().to_owned();
+    let (s, _) = call(
+        &ctx,
+        Method::GET,
+        &format!("/v1/products?tenant_id={tenant}"),
+        None,
+        None,
+    )
+    .await;
+    row("GET /v1/products (anonymous, a page)", &s);
+    let (s, _) = call(&ctx, Method::GET, "/v1/products", Some(&owner), None).await;
+    row(
+        "GET /v1/products (signed in: + the session check's 2 GetItem)",
+        &s,
+    );
+    let (s, _) = call(
+        &ctx,
+        Method::GET,
+        &format!("/v1/products?tenant_id={tenant}&q=mug"),
+        None,
+        None,
+    )
+    .await;
+    row("GET /v1/products?q=mug (2 found)", &s);
+    let (s, _) = call(
+        &ctx,
+        Method::GET,
+        &format!("/v1/products?tenant_id={tenant}&q=blue%20mug"),
+        None,
+        None,
+    )
+    .await;
+    row("GET /v1/products?q=blue%20mug (1 found)", &s);
+    let (s, _) = call(
+        &ctx,
+        Method::GET,
+        &format!("/v1/products?tenant_id={tenant}&q=zebra"),
+        None,
+        None,
+    )
+    .await;
+    row(
+        "GET /v1/products?q=zebra (none: + the shop's existence)",
+        &s,
+    );
+    let (s, _) = call(
+        &ctx,
+        Method::GET,
+        &format!("/v1/products/{mug_id}?tenant_id={tenant}"),
+        None,
+        None,
+    )
+    .await;
+    row("GET /v1/products/{id} (anonymous)", &s);
+    let (s, _) = call(
+        &ctx,
+        Method::PATCH,
+        &format!("/v1/products/{mug_id}"),
+        Some(&owner),
+        Some(json!({"stock": 9})),
+    )
+    .await;
+    row("PATCH /v1/products/{id} (stock)", &s);
+    let (s, _) = call(&ctx, Method::PATCH, &format!("/v1/products/{mug_id}"), Some(&owner), Some(json!({"name": "Red Stoneware Cup", "sku": "CUP-1", "price": {"amount": 990, "currency": "usd"}}))).await;
+    row("PATCH /v1/products/{id} (name, sku and price)", &s);
+    let (s, image) = call(
+        &ctx,
+        Method::POST,
+        &format!("/v1/products/{mug_id}/images"),
+        Some(&owner),
+        Some(json!({"content_type": "image/png", "content_length": 1000})),
+    )
+    .await;
+    row("POST /v1/products/{id}/images", &s);
+    let image_id = image["image_id"].as_str().unwrap_or_default().to_owned();
+    let png = {
+        use image::ImageEncoder as _;
+        let pixels = image::ImageBuffer::from_pixel(64, 48, image::Rgb([200u8, 30, 30]));
+        let mut out = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut out).write_image(
+            pixels.as_raw(),
+            64,
+            48,
+            image::ExtendedColorType::Rgb8,
+        )?;
+        out
+    };
+    let upload = format!("uploads/{tenant}/{mug_id}/{image_id}");
+    embedded
+        .ctx
+        .blobs
+        .put(&upload, bytes::Bytes::from(png), "image/png", None)
+        .await?;
+    let notification = storefront::jobs::JobMessage {
+        id: "bench".into(),
+        body: serde_json::json!({"Records": [{"eventName": "ObjectCreated:Put", "s3": {"object": {"key": upload}}}]}).to_string(),
+        receive_count: 1,
+    };
+    let outcome = storefront::jobs::process_batch(
+        &ctx,
+        &storefront::jobs::images::ImageUploads::default(),
+        &[notification],
+    )
+    .await;
+    row(
+        "image worker: one upload checked and recorded (plus S3: 1 GET, 2 PUT, 1 DELETE)",
+        &if outcome.failed.is_empty() {
+            "ok"
+        } else {
+            "failed"
+        },
+    );
+    let (s, _) = call(
+        &ctx,
+        Method::DELETE,
+        &format!("/v1/products/{mug_id}/images/{image_id}"),
+        Some(&owner),
+        None,
+    )
+    .await;
+    row("DELETE /v1/products/{id}/images/{image_id}", &s);
+    let (s, _) = call(
+        &ctx,
+        Method::DELETE,
+        &format!("/v1/products/{mug_id}"),
+        Some(&owner),
+        None,
+    )
+    .await;
+    row("DELETE /v1/products/{id}", &s);
     let (s, _) = call(&ctx, Method::GET, "/v1/audit-log", Some(&owner), None).await;
     row("GET /v1/audit-log", &s);
     let (s, _) = call(

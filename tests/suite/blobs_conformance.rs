@@ -95,7 +95,7 @@ fn assert_expires_after(
 async fn an_object_reads_back_with_its_bytes_and_content_type(f: Fixture) {
     let key = "products/p1/image.png";
     f.blobs
-        .put(key, Bytes::from_static(PNG), "image/png")
+        .put(key, Bytes::from_static(PNG), "image/png", None)
         .await
         .unwrap();
     let blob = f.blobs.get(key).await.unwrap().expect("object");
@@ -103,7 +103,7 @@ async fn an_object_reads_back_with_its_bytes_and_content_type(f: Fixture) {
     assert_eq!(blob.content_type, "image/png");
     // A second put replaces the object whole.
     f.blobs
-        .put(key, Bytes::from_static(b"{}"), "application/json")
+        .put(key, Bytes::from_static(b"{}"), "application/json", None)
         .await
         .unwrap();
     let replaced = f.blobs.get(key).await.unwrap().expect("object");
@@ -113,7 +113,7 @@ async fn an_object_reads_back_with_its_bytes_and_content_type(f: Fixture) {
 
 async fn head_gives_the_type_and_length_and_none_for_a_missing_key(f: Fixture) {
     f.blobs
-        .put("a/b.png", Bytes::from_static(PNG), "image/png")
+        .put("a/b.png", Bytes::from_static(PNG), "image/png", None)
         .await
         .unwrap();
     assert_eq!(
@@ -139,7 +139,7 @@ async fn a_delete_removes_the_object_and_deleting_nothing_is_fine(f: Fixture) {
     let (gone, kept) = ("t1/gone.txt", "t1/kept.txt");
     for key in [gone, kept] {
         f.blobs
-            .put(key, Bytes::from_static(b"text"), "text/plain")
+            .put(key, Bytes::from_static(b"text"), "text/plain", None)
             .await
             .unwrap();
     }
@@ -164,7 +164,7 @@ async fn keys_that_escape_or_are_malformed_are_refused_by_every_operation(f: Fix
     let ttl = Duration::from_secs(60);
     for key in ["../x", "/abs", "a//b", "", "a/../b", "a/./b", "a b", "a/"] {
         let body = Bytes::from_static(b"x");
-        let put = f.blobs.put(key, body, "text/plain").await;
+        let put = f.blobs.put(key, body, "text/plain", None).await;
         assert!(is_invalid(&put), "put `{key}`: {put:?}");
         let get = f.blobs.get(key).await;
         assert!(is_invalid(&get), "get `{key}`: {get:?}");
@@ -184,7 +184,7 @@ async fn keys_that_escape_or_are_malformed_are_refused_by_every_operation(f: Fix
         );
     }
     f.blobs
-        .put("x", Bytes::from_static(b"x"), "text/plain")
+        .put("x", Bytes::from_static(b"x"), "text/plain", None)
         .await
         .expect("a plain key is fine");
 }
@@ -503,7 +503,7 @@ mod embedded_presigning {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_presigned_get_serves_the_object_and_none_when_it_is_missing() {
         let l = local();
-        l.blobs.put(KEY, body(), "image/png").await.unwrap();
+        l.blobs.put(KEY, body(), "image/png", None).await.unwrap();
         let served = l
             .blobs
             .serve_get(KEY, &l.get_query(KEY).await)
@@ -624,7 +624,7 @@ mod embedded_presigning {
         assert_eq!(l.stored(other).await, None);
         assert_eq!(l.stored(KEY).await, None);
         // A download URL for one object does not read another.
-        l.blobs.put(other, body(), "image/png").await.unwrap();
+        l.blobs.put(other, body(), "image/png", None).await.unwrap();
         assert_eq!(
             l.blobs.serve_get(other, &l.get_query(KEY).await).await,
             Err(PresignRefusal::BadSignature)
@@ -634,7 +634,7 @@ mod embedded_presigning {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_url_used_with_another_method_is_refused() {
         let l = local();
-        l.blobs.put(KEY, body(), "image/png").await.unwrap();
+        l.blobs.put(KEY, body(), "image/png", None).await.unwrap();
         let put = l.put_query(KEY).await;
         let get = l.get_query(KEY).await;
         assert_eq!(

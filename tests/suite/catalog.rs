@@ -983,7 +983,7 @@ async fn upload_and_process(
     let key = upload_key(shop, product_id, image_id);
     api.ctx
         .blobs
-        .put(&key, Bytes::from(bytes), content_type)
+        .put(&key, Bytes::from(bytes), content_type, None)
         .await
         .expect("upload");
     use storefront::jobs::Worker as _;
@@ -1461,7 +1461,7 @@ async fn an_image_deleted_while_the_worker_checks_it_leaves_no_objects(api: Api)
     let key = upload_key(&shop, id(&product), &image_id);
     api.ctx
         .blobs
-        .put(&key, Bytes::from(bytes), "image/png")
+        .put(&key, Bytes::from(bytes), "image/png", None)
         .await
         .unwrap();
     let mut ctx = api.ctx.clone();

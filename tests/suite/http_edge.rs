@@ -332,6 +332,7 @@ async fn a_delete_blob_job_sent_to_the_local_queue_is_run_by_the_worker() {
             "uploads/t1/old",
             bytes::Bytes::from_static(b"x"),
             "image/png",
+            None,
         )
         .await
         .unwrap();

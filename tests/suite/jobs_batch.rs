@@ -124,7 +124,12 @@ async fn the_local_server_relays_a_job_from_the_outbox_and_its_worker_runs_it() 
     let ctx = &local.server.embedded().ctx;
     let key = "uploads/ten_01JD0000000000000000000000/img_01JD0000000000000000000000";
     ctx.blobs
-        .put(key, bytes::Bytes::from_static(b"\x89PNG"), "image/png")
+        .put(
+            key,
+            bytes::Bytes::from_static(b"\x89PNG"),
+            "image/png",
+            None,
+        )
         .await
         .unwrap();
     let write = outbox::enqueue(

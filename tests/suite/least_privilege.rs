@@ -346,7 +346,12 @@ async fn requests_of_every_flow() -> Flows {
     embedded
         .ctx
         .blobs
-        .put(&upload, bytes::Bytes::from(bytes.clone()), "image/png")
+        .put(
+            &upload,
+            bytes::Bytes::from(bytes.clone()),
+            "image/png",
+            None,
+        )
         .await
         .unwrap();
     h.as_function("images-worker");
@@ -359,7 +364,7 @@ async fn requests_of_every_flow() -> Flows {
     embedded
         .ctx
         .blobs
-        .put(&raced, bytes::Bytes::from(bytes), "image/png")
+        .put(&raced, bytes::Bytes::from(bytes), "image/png", None)
         .await
         .unwrap();
     let mut racing = h.ctx.clone();
@@ -414,15 +419,30 @@ async fn requests_of_every_flow() -> Flows {
         204,
     )
     .await;
-    h.call(
-        "product-images-create",
-        Method::POST,
-        &format!("{product_path}/images"),
-        Some(owner),
-        Some(json!({"content_type": "image/webp", "content_length": 10})),
-        201,
-    )
-    .await;
+    // A ready image, whose original and thumbnail go with its product.
+    let png = crate::catalog::png(16, 16);
+    let kept = h
+        .call(
+            "product-images-create",
+            Method::POST,
+            &format!("{product_path}/images"),
+            Some(owner),
+            Some(json!({"content_type": "image/png", "content_length": png.len()})),
+            201,
+        )
+        .await;
+    let kept = uploaded(kept);
+    embedded
+        .ctx
+        .blobs
+        .put(&kept, bytes::Bytes::from(png), "image/png", None)
+        .await
+        .unwrap();
+    h.as_function("images-worker");
+    let outcome =
+        storefront::jobs::process_batch(&h.ctx, &worker, &[crate::catalog::notification(&kept)])
+            .await;
+    assert!(outcome.failed.is_empty());
     h.call(
         "products-delete",
         Method::DELETE,

@@ -47,6 +47,8 @@ pub enum PresignRefusal {
 struct Meta {
     content_type: String,
     content_length: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cache_control: Option<String>,
 }
 
 /// A presigned PUT whose URL and headers checked out: its body may now be read, up to
@@ -128,6 +130,48 @@ impl EmbeddedBlobs {
             queue,
         });
         self
+    }
+
+    /// Tells again of every object under the notified prefix: what the local server does at
+    /// start, so an upload whose notification was lost (the process stopped between storing
+    /// it and queueing its message) is still processed. Uploads are deleted once processed,
+    /// so what remains is waiting; a message twice is harmless, the worker is idempotent.
+    /// Returns how many it told of.
+    pub async fn announce_waiting(&self) -> anyhow::Result<usize> {
+        let Some(notifications) = &self.notifications else {
+            return Ok(0);
+        };
+        let objects = self.dir.join("objects");
+        let root = objects.join(&notifications.prefix);
+        let found = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(String, u64)>> {
+            let mut found = Vec::new();
+            let mut dirs = vec![root];
+            while let Some(dir) = dirs.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+                };
+                for entry in entries {
+                    let entry = entry?;
+                    let path = entry.path();
+                    if entry.file_type()?.is_dir() {
+                        dirs.push(path);
+                    } else if let Ok(relative) = path.strip_prefix(&objects) {
+                        let key = relative.to_string_lossy().replace('\\', "/");
+                        found.push((key, entry.metadata()?.len()));
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .await
+        .context("listing waiting uploads stopped")??;
+        for (key, size) in &found {
+            self.notify_created(key, usize::try_from(*size).unwrap_or(usize::MAX))
+                .await?;
+        }
+        Ok(found.len())
     }
 
     /// Tells of a new object, when it is under the notified prefix.
@@ -256,10 +300,12 @@ impl EmbeddedBlobs {
             return Err(PresignRefusal::WrongContentLength);
         }
         let key = put.key.as_str();
-        self.write(key, body, &put.content_type).await.map_err(|e| {
-            tracing::error!(error = %e, key, "storing a presigned upload failed");
-            PresignRefusal::StoreFailed
-        })
+        self.write(key, body, &put.content_type, None)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, key, "storing a presigned upload failed");
+                PresignRefusal::StoreFailed
+            })
     }
 
     /// Checks a presigned PUT and stores its body: [`Self::admit_put`] then
@@ -286,10 +332,17 @@ impl EmbeddedBlobs {
     }
 
     /// Writes through a temporary file and renames, so a crash never leaves half an object.
-    async fn write(&self, key: &str, bytes: Bytes, content_type: &str) -> anyhow::Result<()> {
+    async fn write(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        content_type: &str,
+        cache_control: Option<&str>,
+    ) -> anyhow::Result<()> {
         let meta = serde_json::to_vec(&Meta {
             content_type: content_type.to_owned(),
             content_length: bytes.len() as u64,
+            cache_control: cache_control.map(str::to_owned),
         })?;
         let (object, meta_path) = (self.object_path(key), self.meta_path(key));
         let tmp = self.dir.join("tmp");
@@ -310,6 +363,7 @@ impl EmbeddedBlobs {
         match tokio::fs::read(self.object_path(key)).await {
             Ok(bytes) => Ok(Some(Blob {
                 content_type: meta.content_type,
+                cache_control: meta.cache_control,
                 bytes: Bytes::from(bytes),
             })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -436,9 +490,15 @@ impl Blobs for EmbeddedBlobs {
         Ok(self.read(key).await?)
     }
 
-    async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<(), BlobError> {
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        content_type: &str,
+        cache_control: Option<&str>,
+    ) -> Result<(), BlobError> {
         validate_key(key)?;
-        Ok(self.write(key, bytes, content_type).await?)
+        Ok(self.write(key, bytes, content_type, cache_control).await?)
     }
 
     async fn delete(&self, key: &str) -> Result<(), BlobError> {

@@ -34,10 +34,11 @@ pub struct BlobMeta {
     pub content_length: u64,
 }
 
-/// An object's bytes and type.
+/// An object's bytes and type, and how long it may be cached (`Cache-Control`), if it said.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Blob {
     pub content_type: String,
+    pub cache_control: Option<String>,
     pub bytes: Bytes,
 }
 
@@ -91,7 +92,15 @@ pub trait Blobs: Send + Sync {
     async fn presign_get(&self, key: &str, ttl: Duration) -> Result<Presigned, BlobError>;
     async fn head(&self, key: &str) -> Result<Option<BlobMeta>, BlobError>;
     async fn get(&self, key: &str) -> Result<Option<Blob>, BlobError>;
-    async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<(), BlobError>;
+    /// Stores an object of `content_type`; `cache_control` is the `Cache-Control` it is
+    /// served with (by S3, and so by CloudFront, whose edges keep it that long).
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        content_type: &str,
+        cache_control: Option<&str>,
+    ) -> Result<(), BlobError>;
     /// Deletes the object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), BlobError>;
 }
@@ -129,7 +138,13 @@ impl Blobs for Unconfigured {
     async fn get(&self, _: &str) -> Result<Option<Blob>, BlobError> {
         Err(self.error())
     }
-    async fn put(&self, _: &str, _: bytes::Bytes, _: &str) -> Result<(), BlobError> {
+    async fn put(
+        &self,
+        _: &str,
+        _: bytes::Bytes,
+        _: &str,
+        _: Option<&str>,
+    ) -> Result<(), BlobError> {
         Err(self.error())
     }
     async fn delete(&self, _: &str) -> Result<(), BlobError> {

@@ -188,6 +188,7 @@ impl Blobs for S3Blobs {
             .content_type()
             .unwrap_or(DEFAULT_CONTENT_TYPE)
             .to_owned();
+        let cache_control = output.cache_control().map(str::to_owned);
         let body = output
             .body
             .collect()
@@ -195,18 +196,26 @@ impl Blobs for S3Blobs {
             .with_context(|| format!("reading the body of S3 object {}/{key}", self.bucket))?;
         Ok(Some(Blob {
             content_type,
+            cache_control,
             bytes: body.into_bytes(),
         }))
     }
 
     #[tracing::instrument(skip(self, bytes), fields(bucket = %self.bucket, len = bytes.len()))]
-    async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<(), BlobError> {
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        content_type: &str,
+        cache_control: Option<&str>,
+    ) -> Result<(), BlobError> {
         validate_key(key)?;
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
+            .set_cache_control(cache_control.map(str::to_owned))
             .body(ByteStream::from(bytes))
             .send()
             .await

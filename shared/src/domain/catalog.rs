@@ -35,7 +35,12 @@ impl Sku {
 
     /// What uniqueness is judged on: the sku in upper case.
     pub fn unique_key(&self) -> String {
-        self.0.to_ascii_uppercase()
+        Self::unique_key_of(&self.0)
+    }
+
+    /// The unique key of a sku as stored (valid when it was written).
+    pub fn unique_key_of(stored: &str) -> String {
+        stored.to_ascii_uppercase()
     }
 }
 

@@ -11,6 +11,10 @@ use unicode_normalization::UnicodeNormalization as _;
 
 /// The most words of a name that are indexed: each costs one index item per product.
 pub const MAX_WORDS: usize = 16;
+/// The longest a word is indexed (and a query's word looked up), in bytes: a word is part
+/// of two keys, and DynamoDB's sort keys hold at most 1024 bytes. Longer words are cut
+/// there (at a character boundary), names and queries alike, so prefixes still match.
+pub const MAX_WORD_BYTES: usize = 200;
 
 /// Folds `text` into its words: no accents, lower case, letters and digits only.
 fn words(text: &str) -> Vec<String> {
@@ -22,7 +26,13 @@ fn words(text: &str) -> Vec<String> {
     folded
         .split(|c: char| !c.is_alphanumeric())
         .filter(|word| !word.is_empty())
-        .map(str::to_owned)
+        .map(|word| {
+            let mut end = word.len().min(MAX_WORD_BYTES);
+            while !word.is_char_boundary(end) {
+                end -= 1;
+            }
+            word[..end].to_owned()
+        })
         .collect()
 }
 
@@ -95,6 +105,14 @@ mod tests {
         assert_eq!(index_words("  ... "), Vec::<String>::new());
         let long: String = (0..40).map(|n| format!("w{n} ")).collect();
         assert_eq!(index_words(&long).len(), MAX_WORDS);
+        // 200 characters that each fold to 17 bytes (NFKD of a squared unit sign).
+        let wide = "㌖".repeat(200);
+        let words = index_words(&wide);
+        assert!(words[0].len() <= MAX_WORD_BYTES, "{}", words[0].len());
+        assert!(
+            query_terms(&wide)[0] == words[0],
+            "a query folds the same way"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The handlers: one file per resource, each route an `async fn(Request, &AppContext)`.
+//! The handlers: one file per resource, each route an `async fn(Request, &AppContext)`;
+//! and how the feature modules' failures become HTTP answers.
 
 pub mod api_keys;
 pub mod audit_log;
@@ -11,3 +12,37 @@ pub mod product_images;
 pub mod products;
 pub mod sessions;
 pub mod tenants;
+
+use crate::catalog::{CatalogError, MAX_IMAGES};
+use crate::http::ApiError;
+
+pub(crate) const NO_SUCH_PRODUCT: &str = "This shop has no product with this id.";
+pub(crate) const NO_SUCH_IMAGE: &str = "This product has no image with this id.";
+
+/// The one place a catalogue failure becomes HTTP.
+impl From<CatalogError> for ApiError {
+    fn from(error: CatalogError) -> Self {
+        match error {
+            CatalogError::NoSuchProduct => ApiError::not_found(NO_SUCH_PRODUCT),
+            CatalogError::SkuTaken => ApiError::Conflict {
+                slug: "sku-taken",
+                detail: "Another product of this shop has this sku.".into(),
+            },
+            CatalogError::Stale => ApiError::PreconditionFailed(
+                "The product has changed since the version `If-Match` names; read it again.".into(),
+            ),
+            CatalogError::Contended => ApiError::Conflict {
+                slug: "conflict",
+                detail: "The product kept changing while it was being written; try again.".into(),
+            },
+            CatalogError::NoSuchImage => ApiError::not_found(NO_SUCH_IMAGE),
+            CatalogError::TooManyImages => ApiError::Conflict {
+                slug: "too-many-images",
+                detail: format!(
+                    "A product has at most {MAX_IMAGES} images; delete one before adding another."
+                ),
+            },
+            CatalogError::Store(e) => e.into(),
+        }
+    }
+}

@@ -7,9 +7,10 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
-use crate::catalog::{self, ImageKeys, NO_SUCH_IMAGE, NO_SUCH_PRODUCT, UPLOAD_TTL};
+use crate::catalog::images::{self, ImageKeys, UPLOAD_TTL};
 use crate::context::AppContext;
 use crate::domain::{ImageId, Invalid, ProductId};
+use crate::handlers::{NO_SUCH_IMAGE, NO_SUCH_PRODUCT};
 use crate::http::{internal, json, no_content, parse_json, path_id, HandlerResult, Request};
 use crate::imaging::{Kind, MAX_UPLOAD_BYTES};
 
@@ -60,7 +61,7 @@ pub async fn create(req: Request, ctx: &AppContext, caller: Caller) -> HandlerRe
         kind = image_kind(&body.content_type) => "content_type",
         length = upload_length(body.content_length) => "content_length",
     }
-    let (product, image) = catalog::add_image(ctx, &req, &caller, &id, kind, length).await?;
+    let (product, image) = images::add(ctx, &req, &caller, &id, kind, length).await?;
     let key = ImageKeys::of(&product, &image).upload;
     let presigned = ctx
         .blobs
@@ -87,7 +88,7 @@ pub async fn create(req: Request, ctx: &AppContext, caller: Caller) -> HandlerRe
 pub async fn delete(req: Request, ctx: &AppContext, caller: Caller) -> HandlerResult {
     let id: ProductId = path_id(&req, "id", NO_SUCH_PRODUCT)?;
     let image_id: ImageId = path_id(&req, "image_id", NO_SUCH_IMAGE)?;
-    catalog::remove_image(ctx, &req, &caller, &id, &image_id).await?;
+    images::remove(ctx, &req, &caller, &id, &image_id).await?;
     tracing::info!(product_id = %id, image_id = %image_id, "image deleted");
     Ok(no_content())
 }

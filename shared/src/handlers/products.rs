@@ -11,14 +11,15 @@ use http::{header, HeaderValue, StatusCode};
 use serde::Deserialize;
 
 use crate::auth::Caller;
-use crate::catalog::{self, Changes, NewProduct, NO_SUCH_PRODUCT};
+use crate::catalog::{self, Changes, NewProduct, Precondition};
 use crate::context::AppContext;
 use crate::domain::search::query_terms;
 use crate::domain::{
     price_in_shop_currency, Currency, Description, Money, ProductId, ProductName, Sku, Stock,
     TenantId, TypedId as _,
 };
-use crate::http::conditional::{cacheable_json, content_etag, if_match, tag, Caching};
+use crate::handlers::NO_SUCH_PRODUCT;
+use crate::http::conditional::{cacheable_json, content_etag, if_match, strong_etag, tag, Caching};
 use crate::http::pagination::{paged, PageBody};
 use crate::http::{
     json, no_content, parse_json, path_id, query_param, ApiError, FieldError, HandlerResult,
@@ -51,10 +52,15 @@ struct CreateProduct {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UpdateProduct {
+    #[serde(default, deserialize_with = "crate::http::not_null")]
     sku: Option<String>,
+    #[serde(default, deserialize_with = "crate::http::not_null")]
     name: Option<String>,
+    #[serde(default, deserialize_with = "crate::http::not_null")]
     description: Option<String>,
+    #[serde(default, deserialize_with = "crate::http::not_null")]
     price: Option<Price>,
+    #[serde(default, deserialize_with = "crate::http::not_null")]
     stock: Option<i64>,
 }
 
@@ -71,6 +77,26 @@ fn price(body: &Price, shop: &Currency) -> Result<Money, crate::domain::Invalid>
     price_in_shop_currency(body.amount, &body.currency, shop)
 }
 
+/// The strong ETag of a product: its version, which every write raises.
+fn etag(product: &products::Product) -> Result<headers::ETag, ApiError> {
+    etag_of(product.version)
+}
+
+fn etag_of(version: u64) -> Result<headers::ETag, ApiError> {
+    strong_etag(&format!("v{version}"))
+}
+
+/// The request's `If-Match`, as the catalogue checks it against the version it reads.
+fn precondition(req: &Request) -> Result<Precondition, ApiError> {
+    Ok(match if_match(req)? {
+        None => Precondition::None,
+        Some(condition) if condition.is_any() => Precondition::Exists,
+        Some(condition) => Precondition::Versions(Box::new(move |version| {
+            etag_of(version).is_ok_and(|tag| condition.precondition_passes(&tag))
+        })),
+    })
+}
+
 /// A product answer of a write: the product with its ETag, never cached.
 fn written(ctx: &AppContext, status: StatusCode, product: &products::Product) -> HandlerResult {
     let mut response = json(status, &catalog::view(ctx, product))?;
@@ -79,7 +105,7 @@ fn written(ctx: &AppContext, status: StatusCode, product: &products::Product) ->
             response.headers_mut().insert(header::LOCATION, location);
         }
     }
-    Ok(tag(response, &catalog::etag(product)?, None))
+    Ok(tag(response, &etag(product)?, None))
 }
 
 /// Adds a product to the caller's shop: 201 with its ETag; 409 when the sku is taken.
@@ -204,7 +230,7 @@ pub async fn get(req: Request, ctx: &AppContext, caller: Option<Caller>) -> Hand
         .ok_or_else(|| ApiError::not_found(NO_SUCH_PRODUCT))?;
     cacheable_json(
         &req,
-        &catalog::etag(&product)?,
+        &etag(&product)?,
         caching,
         &catalog::view(ctx, &product),
     )
@@ -215,7 +241,7 @@ pub async fn get(req: Request, ctx: &AppContext, caller: Option<Caller>) -> Hand
 #[tracing::instrument(skip_all)]
 pub async fn update(req: Request, ctx: &AppContext, caller: Caller) -> HandlerResult {
     let id: ProductId = path_id(&req, "id", NO_SUCH_PRODUCT)?;
-    let precondition = if_match(&req)?;
+    let precondition = precondition(&req)?;
     let body: UpdateProduct = parse_json(&req)?;
     let shop = match &body.price {
         Some(_) => Some(shop_currency(ctx, &caller.tenant_id).await?),
@@ -238,7 +264,7 @@ pub async fn update(req: Request, ctx: &AppContext, caller: Caller) -> HandlerRe
         price,
         stock,
     };
-    let product = catalog::update(ctx, &req, &caller, &id, changes, precondition.as_ref()).await?;
+    let product = catalog::update(ctx, &req, &caller, &id, changes, &precondition).await?;
     tracing::info!(product_id = %product.id, version = product.version, "product updated");
     written(ctx, StatusCode::OK, &product)
 }
@@ -248,8 +274,8 @@ pub async fn update(req: Request, ctx: &AppContext, caller: Caller) -> HandlerRe
 #[tracing::instrument(skip_all)]
 pub async fn delete(req: Request, ctx: &AppContext, caller: Caller) -> HandlerResult {
     let id: ProductId = path_id(&req, "id", NO_SUCH_PRODUCT)?;
-    let precondition = if_match(&req)?;
-    catalog::delete(ctx, &req, &caller, &id, precondition.as_ref()).await?;
+    let precondition = precondition(&req)?;
+    catalog::delete(ctx, &req, &caller, &id, &precondition).await?;
     tracing::info!(product_id = %id, "product deleted");
     Ok(no_content())
 }

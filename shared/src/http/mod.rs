@@ -173,6 +173,19 @@ fn field_of(path: &str, message: &str) -> String {
     }
 }
 
+/// Reads an optional field of a partial update: absent is `None` (with `#[serde(default)]`),
+/// a value is `Some`, and `null` is refused (400 naming the field) rather than quietly read
+/// as "unchanged": `{"description": null}` does not say what the client meant.
+///
+/// `#[serde(default, deserialize_with = "crate::http::not_null")]`
+pub fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
 /// Turns domain parse results into values, or answers 422 listing every field that failed:
 ///
 /// ```ignore

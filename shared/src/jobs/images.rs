@@ -14,7 +14,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{JobMessage, Worker};
-use crate::catalog::{self, ImageKeys, Settled, Verdict};
+use anyhow::Context as _;
+
+use crate::catalog::images::{self, ImageKeys, Settled, Verdict};
 use crate::context::AppContext;
 use crate::imaging::{self, Kind};
 use crate::repo::products::{self, ImageStatus};
@@ -90,6 +92,10 @@ fn object_key(encoded: &str) -> String {
         .map_or_else(|| encoded.to_owned(), |(_, key)| key.into_owned())
 }
 
+/// How long a browser or CDN may keep an image object: a year, as its key never names
+/// other bytes.
+pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
 impl ImageUploads {
     /// Processes one upload (see the module's comment).
     #[tracing::instrument(skip(self, ctx))]
@@ -98,52 +104,49 @@ impl ImageUploads {
             tracing::warn!("an object outside the uploads of images; ignored");
             return Ok(());
         };
-        let product = products::get(ctx.table.as_ref(), &tenant_id, &product_id).await?;
+        let product = products::get(ctx.table.as_ref(), &tenant_id, &product_id)
+            .await
+            .context("reading the upload's product")?;
         let image = product
             .as_ref()
             .and_then(|p| p.images.iter().find(|i| i.id == image_id));
         let (Some(product), Some(image)) = (product.as_ref(), image) else {
             tracing::info!("the product or image is gone; the upload is deleted");
-            return Ok(ctx.blobs.delete(key).await?);
+            return delete(ctx, key).await;
         };
         if image.status != ImageStatus::Pending {
             tracing::info!(status = ?image.status, "already processed (a repeated notification)");
-            return Ok(ctx.blobs.delete(key).await?);
+            return delete(ctx, key).await;
         }
-        let Some(blob) = ctx.blobs.get(key).await? else {
+        let Some(blob) = ctx.blobs.get(key).await.context("reading the upload")? else {
             tracing::info!("the upload is gone (a repeated notification)");
             return Ok(());
         };
-        let keys = ImageKeys::of(product, image);
         let claimed = Kind::from_content_type(&image.content_type).ok_or_else(|| {
             anyhow::anyhow!("stored image type {} is unknown", image.content_type)
         })?;
-        let verdict = if blob.bytes.len() as u64 != image.content_length {
-            Err(format!(
-                "the upload is {} bytes, not the {} declared",
-                blob.bytes.len(),
-                image.content_length
-            ))
-        } else {
-            let _permit = self.decoding.acquire().await?;
-            let started = std::time::Instant::now();
-            let processed =
-                tokio::task::spawn_blocking(move || imaging::process(blob.bytes, claimed)).await?;
-            tracing::info!(ms = started.elapsed().as_millis() as u64, "upload checked");
-            processed.map_err(|refusal| refusal.to_string())
-        };
-        let verdict = match verdict {
+        // The objects' keys name the uploaded bytes: another upload to the same URL,
+        // checked at the same time by another worker, writes other keys.
+        let variant = crate::crypto::sha256_hex(&blob.bytes)[..16].to_owned();
+        let keys = ImageKeys::with_variant(product, image, Some(&variant));
+        let verdict = match self.check(blob.bytes, image.content_length, claimed).await {
             Ok(done) => {
                 let content_type = claimed.content_type();
-                ctx.blobs
-                    .put(&keys.original, done.original, content_type)
-                    .await?;
-                ctx.blobs
-                    .put(&keys.thumbnail, done.thumbnail.into(), content_type)
-                    .await?;
+                for (key, bytes) in [
+                    (&keys.original, done.original),
+                    (&keys.thumbnail, done.thumbnail.into()),
+                ] {
+                    if let Some(key) = key {
+                        ctx.blobs
+                            .put(key, bytes, content_type, Some(IMMUTABLE))
+                            .await
+                            .with_context(|| format!("writing {key}"))?;
+                    }
+                }
                 Verdict::Ready {
                     width: done.width,
                     height: done.height,
+                    variant: variant.clone(),
                 }
             }
             Err(reason) => {
@@ -151,20 +154,67 @@ impl ImageUploads {
                 Verdict::Rejected { reason }
             }
         };
-        let settled =
-            catalog::settle_image(ctx, &tenant_id, &product_id, &image_id, &verdict).await?;
-        if settled == Settled::Gone {
-            // Deleted while it was being processed: what was just written goes too.
-            ctx.blobs.delete(&keys.original).await?;
-            ctx.blobs.delete(&keys.thumbnail).await?;
+        let settled = images::settle(ctx, &tenant_id, &product_id, &image_id, &verdict)
+            .await
+            .context("recording the image's verdict")?;
+        let mine_unused = match &settled {
+            Settled::Recorded => false,
+            // Deleted while it was being checked: what was just written goes too.
+            Settled::Gone => true,
+            // Another upload to the same URL was recorded first: keep its objects only.
+            Settled::AlreadySettled { variant: recorded } => recorded.as_deref() != Some(&variant),
+        };
+        if mine_unused && matches!(verdict, Verdict::Ready { .. }) {
+            for key in [&keys.original, &keys.thumbnail].into_iter().flatten() {
+                delete(ctx, key).await?;
+            }
         }
         tracing::info!(
             ?settled,
             ready = matches!(verdict, Verdict::Ready { .. }),
             "image settled"
         );
-        Ok(ctx.blobs.delete(key).await?)
+        delete(ctx, key).await
     }
+
+    /// Checks an upload (off the async threads, one at a time), or says why it is refused.
+    /// A check that panics (a decoder bug) refuses the file rather than retrying it for ever.
+    async fn check(
+        &self,
+        bytes: bytes::Bytes,
+        declared: u64,
+        claimed: Kind,
+    ) -> Result<imaging::Processed, String> {
+        if bytes.len() as u64 != declared {
+            return Err(format!(
+                "the upload is {} bytes, not the {declared} declared",
+                bytes.len()
+            ));
+        }
+        let _permit = self
+            .decoding
+            .acquire()
+            .await
+            .map_err(|_| "the worker is stopping".to_owned())?;
+        let started = std::time::Instant::now();
+        let checked = tokio::task::spawn_blocking(move || imaging::process(bytes, claimed)).await;
+        tracing::info!(ms = started.elapsed().as_millis() as u64, "upload checked");
+        match checked {
+            Ok(result) => result.map_err(|refusal| refusal.to_string()),
+            Err(e) => {
+                tracing::error!(error = %e, "checking an upload panicked; it is refused");
+                Err("the image could not be read".to_owned())
+            }
+        }
+    }
+}
+
+/// Deletes an object (deleting a missing one is fine).
+async fn delete(ctx: &AppContext, key: &str) -> anyhow::Result<()> {
+    ctx.blobs
+        .delete(key)
+        .await
+        .with_context(|| format!("deleting {key}"))
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::domain::TenantId;
 use crate::store::{Condition, Index, Item, Key, Query, StoreError, TxOp};
 
-/// Who acted: `{"type": "user" | "api_key", "id"}`.
+/// Who acted: `{"type": "user" | "api_key" | "system", "id"}` (a system actor is the function
+/// that acted, such as `images-worker`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {
     #[serde(rename = "type")]

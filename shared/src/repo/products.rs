@@ -57,6 +57,10 @@ pub struct Image {
     /// Why the worker refused the upload, for a `rejected` image.
     #[serde(default)]
     pub reason: Option<String>,
+    /// A hash of the bytes a `ready` image was made from, which its objects' keys name
+    /// (`crate::catalog::images`).
+    #[serde(default)]
+    pub variant: Option<String>,
     pub created_at: String,
     /// When the presigned upload stops being accepted.
     pub upload_expires_at: String,
