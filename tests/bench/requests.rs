@@ -199,7 +199,7 @@ async fn main() -> anyhow::Result<()> {
     row("GET /v1/products (anonymous, a page)", &s);
     let (s, _) = call(&ctx, Method::GET, "/v1/products", Some(&owner), None).await;
     row(
-        "GET /v1/products (signed in: + the session check's 2 GetItem)",
+        "GET /v1/products (signed in: the token is checked without a read)",
         &s,
     );
     let (s, _) = call(

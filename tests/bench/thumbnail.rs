@@ -16,7 +16,7 @@ use image::ImageEncoder as _;
 use storefront::imaging::{self, Kind};
 
 /// A photo-like JPEG (smooth gradients with fine detail, so it compresses as photos do).
-fn photo(width: u32, height: u32) -> Result<Vec<u8>> {
+fn photo(width: u32, height: u32, quality: u8) -> Result<Vec<u8>> {
     let image = image::ImageBuffer::from_fn(width, height, |x, y| {
         let noise = ((x.wrapping_mul(7919) ^ y.wrapping_mul(104_729)) % 32) as u8;
         image::Rgb([
@@ -26,7 +26,7 @@ fn photo(width: u32, height: u32) -> Result<Vec<u8>> {
         ])
     });
     let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 88).write_image(
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality).write_image(
         image.as_raw(),
         width,
         height,
@@ -51,13 +51,19 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
-/// Runs one case `runs` times in this process and prints its row.
-fn case(name: &str, runs: usize) -> Result<()> {
-    let (width, height) = match name {
-        "process-40mp" => (7300, 5479),
-        _ => (4000, 3000),
-    };
-    let jpeg = photo(width, height)?;
+/// The photo a case reads: 4000x3000 (12 MP) at quality 88, or 7300x5479 (40 MP, the
+/// limit) at quality 60 to fit in an upload's 10 MiB.
+fn size_of(name: &str) -> (u32, u32, u8) {
+    match name {
+        "process-40mp" => (7300, 5479, 60),
+        _ => (4000, 3000, 88),
+    }
+}
+
+/// Runs one case `runs` times in this process, on the photo at `path`, and prints its row.
+fn case(name: &str, runs: usize, path: &str) -> Result<()> {
+    let (width, height, _) = size_of(name);
+    let jpeg = std::fs::read(path).with_context(|| format!("reading {path}"))?;
     let before = peak_mib()?;
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
@@ -105,7 +111,8 @@ fn case(name: &str, runs: usize) -> Result<()> {
         times.push(started.elapsed());
     }
     println!(
-        "| {name} | {width}x{height} | {:.1} ms | {:.0} MiB | {:.0} MiB |",
+        "| {name} | {width}x{height}, {:.1} MiB | {:.1} ms | {:.0} MiB | {:.0} MiB |",
+        jpeg.len() as f64 / 1_048_576.0,
         median(times).as_secs_f64() * 1000.0,
         peak_mib()?,
         before
@@ -126,6 +133,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut runs = 5usize;
     let mut only = None;
+    let mut path = None;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -137,20 +145,31 @@ fn main() -> Result<()> {
                 only = Some(args.get(i + 1).context("--case NAME")?.clone());
                 i += 1;
             }
+            "--photo" => {
+                path = Some(args.get(i + 1).context("--photo PATH")?.clone());
+                i += 1;
+            }
             other => bail!("unknown argument {other}; usage: bench-thumbnail [--runs N]"),
         }
         i += 1;
     }
-    if let Some(name) = only {
-        return case(&name, runs.max(1));
+    if let (Some(name), Some(path)) = (&only, &path) {
+        return case(name, runs.max(1), path);
     }
-    println!("| case | image | median | peak RSS | RSS before |");
+    let dir = tempfile::tempdir()?;
+    println!("| case | photo | median | peak RSS | RSS before |");
     println!("|---|---|--:|--:|--:|");
     let exe = std::env::current_exe()?;
     for name in CASES {
+        let (width, height, quality) = size_of(name);
+        let photo_path = dir.path().join(format!("{width}x{height}.jpg"));
+        if !photo_path.exists() {
+            std::fs::write(&photo_path, photo(width, height, quality)?)?;
+        }
         eprintln!("bench-thumbnail: {name} ({runs} runs, fresh process)");
         let status = std::process::Command::new(&exe)
-            .args(["--case", name, "--runs", &runs.to_string()])
+            .args(["--case", name, "--runs", &runs.to_string(), "--photo"])
+            .arg(&photo_path)
             .status()
             .with_context(|| format!("running case {name}"))?;
         if !status.success() {

@@ -661,7 +661,9 @@ impl Table for DynamoTable {
             }
             let request = KeysAndAttributes::builder()
                 .set_keys(Some(std::mem::take(&mut pending)))
-                .consistent_read(true)
+                // Eventually consistent, at half the read capacity: a batch read fetches
+                // what an index query found, and the index itself is eventually consistent.
+                .consistent_read(false)
                 .build()
                 .map_err(|e| StoreError::Invalid(format!("batch read does not build: {e}")))?;
             let output = self

@@ -543,7 +543,9 @@ pub trait Table: Send + Sync {
         condition: Option<Condition>,
     ) -> Result<Option<Item>, StoreError>;
     /// Reads up to [`MAX_GET_MANY`] items at once (one `BatchGetItem`), answering in the
-    /// order of `keys`; an absent or expired item is `None`. A key may repeat.
+    /// order of `keys`; an absent or expired item is `None`. A key may repeat. On DynamoDB
+    /// the read is eventually consistent (half the capacity of `get`'s): it serves pages of
+    /// what an index, itself eventually consistent, found.
     async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError>;
     /// Reads a page of one partition of an index, in sort-key order.
     async fn query(&self, query: Query) -> Result<Page, StoreError>;
