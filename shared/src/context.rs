@@ -148,39 +148,13 @@ impl AppContext {
         })?;
         let table = EmbeddedTable::open(&data_dir.join("table.redb"), clock.clone())?;
         let queues = EmbeddedQueues::open(&data_dir.join("queue.redb"), clock.clone())?;
-        let dead_letters = queues.queue(
-            JOBS_DLQ,
-            QueueConfig {
-                visibility_timeout: JOBS_VISIBILITY_TIMEOUT,
-                redrive: None,
-            },
-        );
-        let jobs = queues.queue(
-            JOBS_QUEUE,
-            QueueConfig {
-                visibility_timeout: JOBS_VISIBILITY_TIMEOUT,
-                redrive: Some(Redrive {
-                    dead_letter_queue: JOBS_DLQ.into(),
-                    max_receive_count: JOBS_MAX_RECEIVE_COUNT,
-                }),
-            },
-        );
-        let image_dead_letters = queues.queue(
-            IMAGE_UPLOADS_DLQ,
-            QueueConfig {
-                visibility_timeout: IMAGE_UPLOADS_VISIBILITY_TIMEOUT,
-                redrive: None,
-            },
-        );
-        let image_uploads = queues.queue(
+        let (jobs, dead_letters) =
+            with_dead_letters(&queues, JOBS_QUEUE, JOBS_DLQ, JOBS_VISIBILITY_TIMEOUT);
+        let (image_uploads, image_dead_letters) = with_dead_letters(
+            &queues,
             IMAGE_UPLOADS_QUEUE,
-            QueueConfig {
-                visibility_timeout: IMAGE_UPLOADS_VISIBILITY_TIMEOUT,
-                redrive: Some(Redrive {
-                    dead_letter_queue: IMAGE_UPLOADS_DLQ.into(),
-                    max_receive_count: JOBS_MAX_RECEIVE_COUNT,
-                }),
-            },
+            IMAGE_UPLOADS_DLQ,
+            IMAGE_UPLOADS_VISIBILITY_TIMEOUT,
         );
         let key = load_or_create_key(&data_dir.join("keys").join("blob-signing.key"))
             .map_err(EmbeddedError::Other)?;
@@ -216,6 +190,34 @@ impl AppContext {
             data_dir: data_dir.to_owned(),
         })
     }
+}
+
+/// A queue whose messages move to its dead-letter queue after
+/// [`JOBS_MAX_RECEIVE_COUNT`] receives, as SQS redrive does; and that dead-letter queue.
+fn with_dead_letters(
+    queues: &EmbeddedQueues,
+    name: &str,
+    dead_letter_queue: &str,
+    visibility_timeout: Duration,
+) -> (EmbeddedQueue, EmbeddedQueue) {
+    let dead_letters = queues.queue(
+        dead_letter_queue,
+        QueueConfig {
+            visibility_timeout,
+            redrive: None,
+        },
+    );
+    let queue = queues.queue(
+        name,
+        QueueConfig {
+            visibility_timeout,
+            redrive: Some(Redrive {
+                dead_letter_queue: dead_letter_queue.into(),
+                max_receive_count: JOBS_MAX_RECEIVE_COUNT,
+            }),
+        },
+    );
+    (queue, dead_letters)
 }
 
 /// Why the embedded adapters could not start.

@@ -2,7 +2,6 @@
 //! `dispatch` (the path Lambda and the local server share) over the embedded store and over
 //! DynamoDB on moto; then the anonymous browse over HTTP against the local server.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,9 +14,7 @@ use storefront::jobs::images::ImageUploads;
 use storefront::jobs::outbox::SHARDS;
 use storefront::jobs::worker::{Dispatcher, Job};
 use storefront::jobs::{process_batch, JobMessage};
-use storefront::store::{
-    Condition, Index, Item, Key, Page, Query, StoreError, Table, TxOp, UpdateOp,
-};
+use storefront::store::{Index, Key, Query, Table};
 
 use crate::helpers::api::{dynamo, embedded, Api, Reply, Shop};
 use crate::helpers::LocalServer;
@@ -836,11 +833,10 @@ async fn every_product_write_puts_its_event_and_audit_entry_in_its_own_transacti
     );
 }
 
-#[tokio::test]
-async fn the_local_server_serves_the_catalogue_to_anonymous_browsers_over_http() {
-    let local = LocalServer::start().await;
-    let c = &local.client;
-    let shop: Value = c
+/// A shop on the local server, over HTTP: its owner's access token and its id.
+async fn local_shop(local: &LocalServer) -> (String, String) {
+    let shop: Value = local
+        .client
         .post(local.url("/v1/tenants"))
         .json(&json!({"name": "Shop", "owner": {"email": "o@example.com", "password": "correct horse battery", "name": "O"}}))
         .send()
@@ -849,16 +845,30 @@ async fn the_local_server_serves_the_catalogue_to_anonymous_browsers_over_http()
         .json()
         .await
         .unwrap();
-    let owner = shop["tokens"]["access_token"].as_str().unwrap();
-    let tenant_id = shop["tenant"]["id"].as_str().unwrap();
-    let created = c
+    let owner = shop["tokens"]["access_token"].as_str().unwrap().to_owned();
+    (owner, shop["tenant"]["id"].as_str().unwrap().to_owned())
+}
+
+/// A product of the owner's shop on the local server, over HTTP.
+async fn local_product(local: &LocalServer, owner: &str, name: &str) -> Value {
+    let created = local
+        .client
         .post(local.url("/v1/products"))
         .bearer_auth(owner)
-        .json(&json!({"sku": "MUG-1", "name": "Café Mug", "price": {"amount": 1250, "currency": "usd"}, "stock": 5}))
+        .json(&json!({"sku": "MUG-1", "name": name, "price": {"amount": 1250, "currency": "usd"}, "stock": 5}))
         .send()
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
+    created.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_local_server_serves_the_catalogue_to_anonymous_browsers_over_http() {
+    let local = LocalServer::start().await;
+    let c = &local.client;
+    let (owner, tenant_id) = local_shop(&local).await;
+    local_product(&local, &owner, "Café Mug").await;
     let found = c
         .get(local.url(&format!("/v1/products?tenant_id={tenant_id}&q=cafe")))
         .send()
@@ -1405,51 +1415,20 @@ async fn run_deletion_jobs(api: &Api) {
     }
 }
 
-/// A table that deletes one item just before the first transaction passes through: a
-/// product deleted while the image worker checks its upload.
-pub struct DeletesBeforeFirstTransaction {
-    pub inner: Arc<dyn Table>,
-    /// Who deletes the victim: another writer than the one being tested.
-    pub bystander: Arc<dyn Table>,
-    pub victim: Key,
-    pub armed: AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl Table for DeletesBeforeFirstTransaction {
-    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
-        self.inner.get_many(keys).await
-    }
-    async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError> {
-        self.inner.put(item, condition).await
-    }
-    async fn update(
-        &self,
-        key: &Key,
-        ops: Vec<UpdateOp>,
-        condition: Option<Condition>,
-    ) -> Result<Item, StoreError> {
-        self.inner.update(key, ops, condition).await
-    }
-    async fn delete(
-        &self,
-        key: &Key,
-        condition: Option<Condition>,
-    ) -> Result<Option<Item>, StoreError> {
-        self.inner.delete(key, condition).await
-    }
-    async fn query(&self, query: Query) -> Result<Page, StoreError> {
-        self.inner.query(query).await
-    }
-    async fn transact(&self, ops: Vec<TxOp>) -> Result<(), StoreError> {
-        if self.armed.swap(false, Ordering::SeqCst) {
-            self.bystander.delete(&self.victim, None).await?;
-        }
-        self.inner.transact(ops).await
-    }
+/// A table whose first transaction finds `victim` deleted by another writer just before
+/// it: a product deleted while the image worker checks its upload.
+pub fn deletes_before_first_transaction(
+    inner: Arc<dyn Table>,
+    bystander: Arc<dyn Table>,
+    victim: Key,
+) -> crate::helpers::FirstTransaction {
+    crate::helpers::FirstTransaction::new(
+        inner,
+        Box::new(move || {
+            let (bystander, victim) = (bystander.clone(), victim.clone());
+            Box::pin(async move { bystander.delete(&victim, None).await.map(drop) })
+        }),
+    )
 }
 
 async fn an_image_deleted_while_the_worker_checks_it_leaves_no_objects(api: Api) {
@@ -1465,15 +1444,14 @@ async fn an_image_deleted_while_the_worker_checks_it_leaves_no_objects(api: Api)
         .await
         .unwrap();
     let mut ctx = api.ctx.clone();
-    ctx.table = Arc::new(DeletesBeforeFirstTransaction {
-        inner: api.ctx.table.clone(),
-        bystander: api.ctx.table.clone(),
-        victim: Key::new(
+    ctx.table = Arc::new(deletes_before_first_transaction(
+        api.ctx.table.clone(),
+        api.ctx.table.clone(),
+        Key::new(
             format!("TENANT#{}#PRODUCT#{}", shop.tenant_id, id(&product)),
             "PRODUCT",
         ),
-        armed: AtomicBool::new(true),
-    });
+    ));
     let outcome = process_batch(&ctx, &ImageUploads::default(), &[notification(&key)]).await;
     assert!(outcome.failed.is_empty());
     let base = format!("images/{}/{}/{image_id}", shop.tenant_id, id(&product));
@@ -1535,26 +1513,9 @@ async fn an_upload_after_its_window_or_of_another_type_or_length_is_refused_by_t
 async fn an_image_uploaded_to_the_local_server_is_checked_thumbnailed_and_served() {
     let local = LocalServer::start().await;
     let c = &local.client;
-    let shop: Value = c
-        .post(local.url("/v1/tenants"))
-        .json(&json!({"name": "Shop", "owner": {"email": "o@example.com", "password": "correct horse battery", "name": "O"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let owner = shop["tokens"]["access_token"].as_str().unwrap();
-    let product: Value = c
-        .post(local.url("/v1/products"))
-        .bearer_auth(owner)
-        .json(&json!({"sku": "MUG-1", "name": "Mug", "price": {"amount": 1250, "currency": "usd"}, "stock": 5}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (owner, _) = local_shop(&local).await;
+    let owner = owner.as_str();
+    let product = local_product(&local, owner, "Mug").await;
     let product_id = id(&product).to_owned();
     let photo = photo_with_gps(2000, 1500);
     let added: Value = c

@@ -2,7 +2,6 @@
 //! `dispatch` (the path Lambda and the local server share) over the embedded store and over
 //! DynamoDB on moto. A few flows also run over HTTP against the local server at the end.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use http::Method;
 use serde_json::{json, Value};
 use storefront::clock::Clock as _;
 use storefront::credentials::tokens::KeyRing;
-use storefront::store::{Condition, Item, Key, Page, Query, StoreError, Table, TxOp, UpdateOp};
+use storefront::store::StoreError;
 
 use crate::helpers::api::{dynamo, embedded, Api};
 use crate::helpers::{self, LocalServer};
@@ -743,58 +742,16 @@ async fn two_concurrent_refreshes_of_one_token_end_the_session(api: Api) {
     );
 }
 
-/// A store that cancels its next transaction as DynamoDB cancels the loser of two
-/// concurrent transactions on one item (`TransactionConflict`), and passes the rest on.
-struct ConflictOnce {
-    inner: Arc<dyn Table>,
-    armed: AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl Table for ConflictOnce {
-    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
-        self.inner.get_many(keys).await
-    }
-    async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError> {
-        self.inner.put(item, condition).await
-    }
-    async fn update(
-        &self,
-        key: &Key,
-        ops: Vec<UpdateOp>,
-        condition: Option<Condition>,
-    ) -> Result<Item, StoreError> {
-        self.inner.update(key, ops, condition).await
-    }
-    async fn delete(
-        &self,
-        key: &Key,
-        condition: Option<Condition>,
-    ) -> Result<Option<Item>, StoreError> {
-        self.inner.delete(key, condition).await
-    }
-    async fn query(&self, query: Query) -> Result<Page, StoreError> {
-        self.inner.query(query).await
-    }
-    async fn transact(&self, ops: Vec<TxOp>) -> Result<(), StoreError> {
-        if self.armed.swap(false, Ordering::SeqCst) {
-            return Err(StoreError::Conflict);
-        }
-        self.inner.transact(ops).await
-    }
-}
-
 #[tokio::test]
 async fn a_refresh_cancelled_by_a_concurrent_transaction_is_taken_as_reuse_and_ends_the_session() {
     let mut api = embedded().await;
     let shop = api.create_shop("owner@example.com").await;
-    api.ctx.table = Arc::new(ConflictOnce {
-        inner: api.ctx.table.clone(),
-        armed: AtomicBool::new(true),
-    });
+    // The next transaction is cancelled as DynamoDB cancels the loser of two concurrent
+    // transactions on one item (`TransactionConflict`).
+    api.ctx.table = Arc::new(helpers::FirstTransaction::new(
+        api.ctx.table.clone(),
+        Box::new(|| Box::pin(async { Err(StoreError::Conflict) })),
+    ));
     assert_eq!(api.refresh(&shop.owner_refresh).await.status, 401);
     assert_eq!(
         api.refresh(&shop.owner_refresh).await.status,

@@ -368,18 +368,17 @@ async fn requests_of_every_flow() -> Flows {
         .await
         .unwrap();
     let mut racing = h.ctx.clone();
-    racing.table = Arc::new(crate::catalog::DeletesBeforeFirstTransaction {
-        inner: h.ctx.table.clone(),
-        bystander: embedded.ctx.table.clone(),
-        victim: Key::new(
+    racing.table = Arc::new(crate::catalog::deletes_before_first_transaction(
+        h.ctx.table.clone(),
+        embedded.ctx.table.clone(),
+        Key::new(
             format!(
                 "TENANT#{tenant}#PRODUCT#{}",
                 product["id"].as_str().unwrap()
             ),
             "PRODUCT",
         ),
-        armed: std::sync::atomic::AtomicBool::new(true),
-    });
+    ));
     h.as_function("images-worker");
     let outcome =
         storefront::jobs::process_batch(&racing, &worker, &[crate::catalog::notification(&raced)])

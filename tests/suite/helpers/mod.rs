@@ -195,3 +195,83 @@ pub async fn moto_s3() -> aws_sdk_s3::Client {
         .build();
     aws_sdk_s3::Client::from_conf(config)
 }
+
+/// What happens to the first transaction through a [`FirstTransaction`] table, just before
+/// it would reach the store: `Err` fails it with that error (it never reaches the store),
+/// `Ok` lets it through once the hook has done its work (a concurrent writer's change).
+pub type Hook = Box<
+    dyn Fn() -> futures_util::future::BoxFuture<'static, Result<(), storefront::store::StoreError>>
+        + Send
+        + Sync,
+>;
+
+/// A table that runs a hook ahead of the first transaction through it, and passes every
+/// request on to `inner`: a race, made to happen at the one moment a test needs it.
+pub struct FirstTransaction {
+    inner: Arc<dyn storefront::store::Table>,
+    armed: std::sync::atomic::AtomicBool,
+    hook: Hook,
+}
+
+impl FirstTransaction {
+    pub fn new(inner: Arc<dyn storefront::store::Table>, hook: Hook) -> Self {
+        Self {
+            inner,
+            armed: std::sync::atomic::AtomicBool::new(true),
+            hook,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl storefront::store::Table for FirstTransaction {
+    async fn get(
+        &self,
+        key: &storefront::store::Key,
+    ) -> Result<Option<storefront::store::Item>, storefront::store::StoreError> {
+        self.inner.get(key).await
+    }
+    async fn get_many(
+        &self,
+        keys: &[storefront::store::Key],
+    ) -> Result<Vec<Option<storefront::store::Item>>, storefront::store::StoreError> {
+        self.inner.get_many(keys).await
+    }
+    async fn put(
+        &self,
+        item: storefront::store::Item,
+        condition: Option<storefront::store::Condition>,
+    ) -> Result<(), storefront::store::StoreError> {
+        self.inner.put(item, condition).await
+    }
+    async fn update(
+        &self,
+        key: &storefront::store::Key,
+        ops: Vec<storefront::store::UpdateOp>,
+        condition: Option<storefront::store::Condition>,
+    ) -> Result<storefront::store::Item, storefront::store::StoreError> {
+        self.inner.update(key, ops, condition).await
+    }
+    async fn delete(
+        &self,
+        key: &storefront::store::Key,
+        condition: Option<storefront::store::Condition>,
+    ) -> Result<Option<storefront::store::Item>, storefront::store::StoreError> {
+        self.inner.delete(key, condition).await
+    }
+    async fn query(
+        &self,
+        query: storefront::store::Query,
+    ) -> Result<storefront::store::Page, storefront::store::StoreError> {
+        self.inner.query(query).await
+    }
+    async fn transact(
+        &self,
+        ops: Vec<storefront::store::TxOp>,
+    ) -> Result<(), storefront::store::StoreError> {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            (self.hook)().await?;
+        }
+        self.inner.transact(ops).await
+    }
+}
