@@ -13,8 +13,9 @@
 //! - [`store`], [`queue`], [`blobs`]: the ports (traits) and their adapters, one file each:
 //!   `embedded.rs` for the local server and tests, `dynamo.rs`/`sqs.rs`/`s3.rs` for AWS.
 //! - [`repo`]: one file per aggregate: its keys, items and transactions over the `Table`
-//!   port, plus the shared rate limiter and idempotency store (`Idempotency-Key`, with its
-//!   HTTP side in [`http::idempotency`]). It knows nothing of HTTP or the context.
+//!   port, plus the shared rate limiter, the idempotency store (`Idempotency-Key`, with its
+//!   HTTP side in [`http::idempotency`]) and the outbox's items. It knows nothing of HTTP
+//!   or the context.
 //! - [`config`] and [`context`]: typed configuration read once at start, and the
 //!   [`context::AppContext`] every handler receives (the composition root).
 //! - [`http`]: HTTP helpers shared by Lambda and the local server: errors as RFC 9457
@@ -31,8 +32,9 @@
 //!   admitted `Caller` as a third argument on routes for callers.
 //! - [`routes`]: the one route table; the local router, `template.yaml` and `openapi.yaml`
 //!   are checked against it.
-//! - [`jobs`]: the SQS batch handler, the workers it runs, and the transactional outbox whose
-//!   relay feeds the jobs queue.
+//! - [`jobs`]: the SQS batch handler, the workers it runs (the jobs queue's, and the image
+//!   worker fed by the bucket's upload notifications), and the relay that feeds the jobs
+//!   queue from the transactional outbox.
 //! - [`lambda`]: what a Lambda binary's `main` calls.
 //!
 //! A newcomer starts at [`routes`], follows a route to its handler, and from there down.
