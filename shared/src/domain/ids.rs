@@ -112,6 +112,12 @@ typed_id!(
     "a product id"
 );
 typed_id!(
+    /// An order of a shop's customer: `ord_…`.
+    OrderId,
+    IdKind::Order,
+    "an order id"
+);
+typed_id!(
     /// An image of a product: `img_…`.
     ImageId,
     IdKind::Image,
