@@ -274,6 +274,8 @@ async fn invalid_products_are_refused_naming_each_field_and_nothing_is_written(a
         with("stock", json!(1e22)),
         with("extra", json!(true)),
         json!({"sku": "MUG-1", "name": "Blue Mug", "stock": 1}),
+        json!({"sku": "MUG-1", "name": "Blue Mug", "price": {"amount": 1, "currency": "eur"}, "stock": 1}),
+        json!({"sku": "MUG-1", "name": "Blue Mug", "description": "", "price": {"amount": 1, "currency": "eur"}}),
     ];
     for body in malformed {
         let reply = api
@@ -855,7 +857,7 @@ async fn local_product(local: &LocalServer, owner: &str, name: &str) -> Value {
         .client
         .post(local.url("/v1/products"))
         .bearer_auth(owner)
-        .json(&json!({"sku": "MUG-1", "name": name, "price": {"amount": 1250, "currency": "usd"}, "stock": 5}))
+        .json(&json!({"sku": "MUG-1", "name": name, "description": "", "price": {"amount": 1250, "currency": "usd"}, "stock": 5}))
         .send()
         .await
         .unwrap();

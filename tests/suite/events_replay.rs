@@ -253,7 +253,7 @@ async fn every_signed_in_sample_event_succeeds_with_a_live_token_and_live_ids() 
         http::Method::POST,
         "/v1/products",
         &owner,
-        Some(serde_json::json!({"sku": "SAMPLE-1", "name": "Sample Mug", "price": {"amount": 1000, "currency": "eur"}, "stock": 3})),
+        Some(serde_json::json!({"sku": "SAMPLE-1", "name": "Sample Mug", "description": "", "price": {"amount": 1000, "currency": "eur"}, "stock": 3})),
     )
     .await;
     let product_id = product["id"].as_str().expect("product id").to_owned();

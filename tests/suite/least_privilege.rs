@@ -262,7 +262,7 @@ async fn requests_of_every_flow() -> Flows {
     }
     // The catalogue: a product, a second one refused for its sku, reads anonymous and
     // signed in, a search, an update that renames it and changes its sku, and its deletion.
-    let mug = json!({"sku": "MUG-1", "name": "Blue Mug", "price": {"amount": 1250, "currency": "usd"}, "stock": 5});
+    let mug = json!({"sku": "MUG-1", "name": "Blue Mug", "description": "", "price": {"amount": 1250, "currency": "usd"}, "stock": 5});
     let product = h
         .call(
             "products-create",
@@ -391,7 +391,7 @@ async fn requests_of_every_flow() -> Flows {
             Method::POST,
             "/v1/products",
             Some(owner),
-            Some(json!({"sku": "MUG-3", "name": "Red Mug", "price": {"amount": 100, "currency": "usd"}, "stock": 1})),
+            Some(json!({"sku": "MUG-3", "name": "Red Mug", "description": "", "price": {"amount": 100, "currency": "usd"}, "stock": 1})),
             201,
         )
         .await;

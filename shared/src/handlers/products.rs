@@ -43,7 +43,7 @@ struct Price {
 struct CreateProduct {
     sku: String,
     name: String,
-    #[serde(default)]
+    /// Required like the rest (the contract's body names it); `""` for none.
     description: String,
     price: Price,
     stock: i64,
