@@ -19,7 +19,7 @@ use crate::domain::{
     TenantId, TypedId as _,
 };
 use crate::handlers::NO_SUCH_PRODUCT;
-use crate::http::conditional::{cacheable_json, content_etag, if_match, strong_etag, tag, Caching};
+use crate::http::conditional::{cacheable_json, if_match, strong_etag, tag, Caching, Validator};
 use crate::http::pagination::{paged, PageBody};
 use crate::http::{
     json, no_content, parse_json, path_id, query_param, ApiError, FieldError, HandlerResult,
@@ -215,8 +215,7 @@ pub async fn list(req: Request, ctx: &AppContext, caller: Option<Caller>) -> Han
         return Err(ApiError::not_found(NO_SUCH_SHOP));
     }
     let page = PageBody::new(found.iter().map(|p| catalog::view(ctx, p)).collect(), next);
-    let body = serde_json::to_vec(&page).map_err(crate::http::internal)?;
-    cacheable_json(&req, &content_etag(&body)?, caching, &page)
+    cacheable_json(&req, Validator::Content, caching, &page)
 }
 
 /// One product: 200 with its ETag, or 304 when `If-None-Match` holds it.
@@ -230,7 +229,7 @@ pub async fn get(req: Request, ctx: &AppContext, caller: Option<Caller>) -> Hand
         .ok_or_else(|| ApiError::not_found(NO_SUCH_PRODUCT))?;
     cacheable_json(
         &req,
-        &etag(&product)?,
+        Validator::Tag(&etag(&product)?),
         caching,
         &catalog::view(ctx, &product),
     )

@@ -16,7 +16,7 @@ pub fn strong_etag(opaque: &str) -> Result<ETag, ApiError> {
 }
 
 /// A strong entity tag of a body's bytes: for answers with no version of their own (a page).
-pub fn content_etag(body: &[u8]) -> Result<ETag, ApiError> {
+fn content_etag(body: &[u8]) -> Result<ETag, ApiError> {
     let digest = crate::crypto::sha256_hex(body);
     strong_etag(&digest[..32])
 }
@@ -70,22 +70,43 @@ pub fn tag(mut response: Response, etag: &ETag, caching: Option<Caching>) -> Res
     response
 }
 
-/// A cacheable JSON read: 304 with no body when the client's `If-None-Match` matches
-/// `etag` (the body is never sent), the JSON otherwise; both tagged and with `caching`.
+/// The entity tag a cacheable answer carries.
+pub enum Validator<'a> {
+    /// Its own (a product's version).
+    Tag(&'a ETag),
+    /// A hash of the body (a page, which has no version of its own).
+    Content,
+}
+
+/// A cacheable JSON read: 304 with no body when the client's `If-None-Match` matches its
+/// entity tag (the body is never sent), the JSON otherwise; both tagged and with
+/// `caching`. The body is serialised once, and not at all for a 304 of a tag of its own.
 pub fn cacheable_json<T: serde::Serialize>(
     req: &Request,
-    etag: &ETag,
+    validator: Validator<'_>,
     caching: Caching,
     value: &T,
 ) -> HandlerResult {
-    let response = if not_modified(req, etag) {
+    let serialise = || serde_json::to_string(value).map_err(super::internal);
+    let (etag, body) = match validator {
+        Validator::Tag(etag) => (etag.clone(), None),
+        Validator::Content => {
+            let body = serialise()?;
+            (content_etag(body.as_bytes())?, Some(body))
+        }
+    };
+    let response = if not_modified(req, &etag) {
         let mut response = http::Response::new(lambda_http::Body::Empty);
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         response
     } else {
-        super::json(StatusCode::OK, value)?
+        let body = match body {
+            Some(body) => body,
+            None => serialise()?,
+        };
+        super::json_text(StatusCode::OK, body)
     };
-    Ok(tag(response, etag, Some(caching)))
+    Ok(tag(response, &etag, Some(caching)))
 }
 
 #[cfg(test)]

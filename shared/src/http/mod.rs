@@ -214,13 +214,18 @@ macro_rules! validate {
 /// A JSON response.
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> HandlerResult {
     let body = serde_json::to_string(value).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(json_text(status, body))
+}
+
+/// A JSON response of a body already serialised.
+fn json_text(status: StatusCode, body: String) -> Response {
     let mut response = http::Response::new(lambda_http::Body::Text(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    Ok(response)
+    response
 }
 
 /// A 204 with no body.
