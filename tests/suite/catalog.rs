@@ -817,18 +817,7 @@ async fn every_product_write_puts_its_event_and_audit_entry_in_its_own_transacti
         events_about(&api, id(&product)).await,
         ["product.deleted", "product.updated", "product.updated"]
     );
-    let audit = api
-        .get(
-            &format!("/v1/audit-log?resource={}", id(&product)),
-            Some(&shop.owner),
-        )
-        .await;
-    let actions: Vec<&str> = audit.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
+    let actions = api.audit_history(&shop.owner, id(&product)).await;
     assert_eq!(
         actions,
         ["product.deleted", "product.updated", "product.created"]

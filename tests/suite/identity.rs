@@ -109,18 +109,7 @@ async fn every_change_by_a_member_or_key_is_in_the_audit_log_newest_first(api: A
         .all(|e| e["id"].as_str().unwrap().starts_with("aud_")
             && chrono::DateTime::parse_from_rfc3339(e["at"].as_str().unwrap()).is_ok()));
 
-    let history = api
-        .get(
-            &format!("/v1/audit-log?resource={member_id}"),
-            Some(&shop.owner),
-        )
-        .await;
-    let history: Vec<&str> = history.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
+    let history = api.audit_history(&shop.owner, &member_id).await;
     assert_eq!(history, ["member.role_changed", "member.created"]);
 
     let first = api.get("/v1/audit-log?limit=2", Some(&shop.owner)).await;

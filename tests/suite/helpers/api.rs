@@ -232,6 +232,20 @@ impl Api {
             .await
     }
 
+    /// The actions of one resource's audit history, newest first.
+    pub async fn audit_history(&self, token: &str, resource: &str) -> Vec<String> {
+        let reply = self
+            .get(&format!("/v1/audit-log?resource={resource}"), Some(token))
+            .await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        reply.body["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|e| e["action"].as_str().expect("action").to_owned())
+            .collect()
+    }
+
     pub async fn add_member(&self, token: &str, email: &str, role: &str) -> Reply {
         let body =
             json!({"email": email, "name": "Member", "password": "member password", "role": role});
