@@ -14,7 +14,7 @@ use bytes::Bytes;
 use storefront::blobs::{Blob, BlobError, BlobMeta, Blobs, Presigned};
 use storefront::queue::{Outgoing, Queue, QueueError, Received, Sent};
 use storefront::store::{
-    Condition, Index, Item, Key, Page, Query, StoreError, Table, TxOp, UpdateOp,
+    Condition, Consistency, Index, Item, Key, Page, Query, StoreError, Table, TxOp, UpdateOp,
 };
 
 /// One request to the table.
@@ -114,7 +114,11 @@ impl Table for Recording {
         self.record_one("GetItem", &key.pk);
         self.inner.get(key).await
     }
-    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
+    async fn get_many(
+        &self,
+        keys: &[Key],
+        consistency: Consistency,
+    ) -> Result<Vec<Option<Item>>, StoreError> {
         let items = keys
             .iter()
             .map(|key| Touch {
@@ -124,7 +128,7 @@ impl Table for Recording {
             })
             .collect();
         self.record("BatchGetItem", items);
-        self.inner.get_many(keys).await
+        self.inner.get_many(keys, consistency).await
     }
     async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError> {
         self.record_one("PutItem", &item.key()?.pk);

@@ -33,6 +33,8 @@ use tokio::task::JoinHandle;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an idle worker looks for new jobs.
 const WORKER_POLL: Duration = Duration::from_millis(100);
+/// How often the order expiry sweep runs (a schedule of one minute on AWS).
+const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 /// Uploads through presigned URLs may be larger than API bodies (images up to 10 MiB).
 const MAX_UPLOAD_BYTES: usize = 10 * 1024 * 1024;
 
@@ -153,6 +155,14 @@ pub struct Options {
         value_parser = non_empty_secret
     )]
     pub payment_webhook_secret: Option<SecretString>,
+    /// Seconds an order waits for its payment before it is cancelled and its stock returned.
+    #[arg(
+        long,
+        env = "STOREFRONT_ORDER_PAYMENT_WINDOW_S",
+        default_value_t = storefront::config::DEFAULT_PAYMENT_WINDOW_S,
+        value_parser = clap::value_parser!(i64).range(1..=7 * 24 * 3600)
+    )]
+    pub payment_window_s: i64,
     /// The most connections served at once; more wait to be accepted.
     #[arg(long, env = "STOREFRONT_MAX_CONNECTIONS", default_value_t = 512)]
     pub max_connections: usize,
@@ -169,6 +179,7 @@ impl Options {
             addr,
             data_dir,
             payment_webhook_secret: None,
+            payment_window_s: storefront::config::DEFAULT_PAYMENT_WINDOW_S,
             max_connections: 512,
             read_timeout_s: 30,
         }
@@ -204,6 +215,7 @@ pub struct Server {
     worker: JoinHandle<()>,
     image_worker: JoinHandle<()>,
     relay: JoinHandle<()>,
+    expiry: JoinHandle<()>,
 }
 
 impl Server {
@@ -229,6 +241,7 @@ impl Server {
         embedded.ctx.payment_webhook_secret = Some(payment_secret);
         embedded.ctx.session_lifetime = storefront::config::session_lifetime()?;
         embedded.ctx.audit_retention = storefront::config::audit_retention()?;
+        embedded.ctx.payment_window = chrono::Duration::seconds(options.payment_window_s);
         let waiting = embedded.blobs.announce_waiting().await?;
         if waiting > 0 {
             tracing::info!(
@@ -257,6 +270,7 @@ impl Server {
             WORKER_POLL,
             stopped.clone(),
         ));
+        let expiry = tokio::spawn(sweep_expired_orders(embedded.ctx.clone(), stopped.clone()));
         let limits = ConnectionLimits {
             max_connections: options.max_connections.max(1),
             read_timeout: Duration::from_secs(options.read_timeout_s.max(1)),
@@ -271,6 +285,7 @@ impl Server {
             worker,
             image_worker,
             relay,
+            expiry,
         })
     }
 
@@ -302,6 +317,24 @@ impl Server {
         let _ = self.relay.await;
         let _ = self.worker.await;
         let _ = self.image_worker.await;
+        let _ = self.expiry.await;
+    }
+}
+
+/// Cancels unpaid orders past their payment window, every [`EXPIRY_SWEEP`], until stopped
+/// (on AWS, the `orders-expire` function on a schedule).
+async fn sweep_expired_orders(ctx: AppContext, mut stopped: watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = storefront::orders::expire_overdue(&ctx).await {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "order expiry sweep failed; it runs again"
+            );
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(EXPIRY_SWEEP) => {}
+            _ = stopped.changed() => return,
+        }
     }
 }
 

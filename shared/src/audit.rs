@@ -34,13 +34,22 @@ pub fn recorded_by_system(
     tenant_id: &TenantId,
     change: Change<'_>,
 ) -> Result<Transaction<&'static str>, StoreError> {
+    let mut tx = Transaction::new();
+    tx.add(LABEL, system_entry(ctx, tenant_id, change)?)?;
+    Ok(tx)
+}
+
+/// The write recording `change` made by Storefront itself, for a transaction of its own.
+pub fn system_entry(
+    ctx: &AppContext,
+    tenant_id: &TenantId,
+    change: Change<'_>,
+) -> Result<TxOp, StoreError> {
     let actor = Actor {
         kind: "system".into(),
         id: crate::telemetry::function().to_owned(),
     };
-    let mut tx = Transaction::new();
-    tx.add(LABEL, write(ctx, tenant_id, actor, None, change)?)?;
-    Ok(tx)
+    write(ctx, tenant_id, actor, None, change)
 }
 
 /// What an entry says was done: `action` (e.g. `member.created`) to the resource

@@ -23,6 +23,8 @@ pub struct AwsConfig {
     /// `STOREFRONT_IMAGES_URL`: where product images are served (the CloudFront
     /// distribution's `https://…` origin), for functions that show products.
     pub images_url: Option<String>,
+    /// `STOREFRONT_ORDER_PAYMENT_WINDOW_S`: see [`payment_window`].
+    pub payment_window: chrono::Duration,
 }
 
 /// Requests allowed per minute, shared by every instance through the table.
@@ -147,6 +149,22 @@ pub fn audit_retention() -> Result<chrono::Duration, ConfigError> {
     .map(chrono::Duration::days)
 }
 
+/// How long an order waits for its payment unless `STOREFRONT_ORDER_PAYMENT_WINDOW_S` says
+/// otherwise: 30 minutes.
+pub const DEFAULT_PAYMENT_WINDOW_S: i64 = 1800;
+
+/// `STOREFRONT_ORDER_PAYMENT_WINDOW_S`: seconds from an order's creation after which, still
+/// unpaid, it is cancelled and its stock returned.
+pub fn payment_window() -> Result<chrono::Duration, ConfigError> {
+    whole_number(
+        "STOREFRONT_ORDER_PAYMENT_WINDOW_S",
+        DEFAULT_PAYMENT_WINDOW_S,
+        1..=7 * 24 * 3600,
+        "a whole number of seconds from 1 to a week",
+    )
+    .map(chrono::Duration::seconds)
+}
+
 impl AwsConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
@@ -158,6 +176,7 @@ impl AwsConfig {
             audit_retention: audit_retention()?,
             s3_path_style: optional("STOREFRONT_S3_PATH_STYLE").is_some_and(|v| v == "true"),
             images_url: optional("STOREFRONT_IMAGES_URL"),
+            payment_window: payment_window()?,
         })
     }
 }

@@ -51,6 +51,8 @@ pub struct AppContext {
     pub session_lifetime: chrono::Duration,
     /// How long audit entries are kept.
     pub audit_retention: chrono::Duration,
+    /// How long an order waits for its payment before it is cancelled.
+    pub payment_window: chrono::Duration,
     /// The keys that verify access tokens (and sign them, in functions that issue them).
     pub keys: Arc<KeyRing>,
     /// The payment provider's webhook signing secret (`whsec_…`), where this process verifies
@@ -129,6 +131,7 @@ impl AppContext {
             limits: config.limits,
             session_lifetime: config.session_lifetime,
             audit_retention: config.audit_retention,
+            payment_window: config.payment_window,
             keys: Arc::new(KeyRing::empty()),
             payment_webhook_secret: None,
             images_url: config.images_url.clone(),
@@ -179,6 +182,7 @@ impl AppContext {
             limits,
             session_lifetime: chrono::Duration::seconds(crate::config::DEFAULT_SESSION_LIFETIME_S),
             audit_retention: chrono::Duration::days(crate::config::DEFAULT_AUDIT_RETENTION_DAYS),
+            payment_window: chrono::Duration::seconds(crate::config::DEFAULT_PAYMENT_WINDOW_S),
         };
         Ok(Embedded {
             ctx,

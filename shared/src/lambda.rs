@@ -163,3 +163,24 @@ pub async fn serve_outbox_relay(ctx: AppContext) -> Result<(), Error> {
     ))
     .await
 }
+
+/// Handles one tick of the order expiry schedule: cancels and restocks every order whose
+/// payment window has passed unpaid. Fails (so it shows in the function's error metrics,
+/// and the next tick tries again) when the due index cannot be read.
+pub async fn handle_order_expiry(ctx: &AppContext) -> Result<crate::orders::Sweep, Error> {
+    crate::orders::expire_overdue(ctx)
+        .await
+        .map_err(|e| Error::from(format!("{e:#}")))
+}
+
+/// Runs the order expiry sweep on each EventBridge schedule tick until the sandbox ends.
+pub async fn serve_order_expiry(ctx: AppContext) -> Result<(), Error> {
+    let ctx = Arc::new(ctx);
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |_: LambdaEvent<serde_json::Value>| {
+            let ctx = ctx.clone();
+            async move { handle_order_expiry(&ctx).await }
+        },
+    ))
+    .await
+}

@@ -23,9 +23,9 @@
 //!   a route, who may call it, matching).
 //! - [`auth`]: authenticating a request's caller and admitting it ([`auth::admit`]) as its
 //!   route's declared access asks.
-//! - [`identity`], [`audit`], [`catalog`] (and, as they come, `orders`, `webhooks`): the
-//!   feature modules, the rules of one capability that several routes share, returning
-//!   values and transaction operations.
+//! - [`identity`], [`audit`], [`events`], [`catalog`], [`orders`] (and, as it comes,
+//!   `webhooks`): the feature modules, the rules of one capability that several routes
+//!   share, returning values and transaction operations.
 //! - [`edge`]: [`edge::dispatch`], the one path a request takes: request id, body limit,
 //!   per-IP limit, route, access check, handler, problem+json, metrics.
 //! - [`handlers`]: one file per resource, each an `async fn(Request, &AppContext)`, with the
@@ -50,6 +50,7 @@ pub mod credentials;
 pub mod crypto;
 pub mod domain;
 pub mod edge;
+pub mod events;
 pub mod handlers;
 pub mod http;
 pub mod identity;
@@ -58,6 +59,7 @@ pub mod imaging;
 pub mod jobs;
 pub mod lambda;
 pub mod metrics;
+pub mod orders;
 pub mod queue;
 pub mod repo;
 pub mod routes;

@@ -71,6 +71,11 @@ pub static ROUTES: &[Route] = &[
     route!(DELETE "/v1/products/{id}" => "products-delete", role(Role::Staff), handlers::products::delete),
     route!(POST "/v1/products/{id}/images" => "product-images-create", role(Role::Staff), handlers::product_images::create),
     route!(DELETE "/v1/products/{id}/images/{image_id}" => "product-images-delete", role(Role::Staff), handlers::product_images::delete),
+    route!(POST "/v1/orders" => "orders-create", role(Role::Customer), handlers::orders::create),
+    route!(GET "/v1/orders" => "orders-list", role(Role::Customer), handlers::orders::list),
+    route!(GET "/v1/orders/{id}" => "orders-get", role(Role::Customer), handlers::orders::get),
+    route!(POST "/v1/orders/{id}/cancel" => "orders-cancel", role(Role::Customer), handlers::orders::cancel),
+    route!(POST "/v1/orders/{id}/fulfil" => "orders-fulfil", role(Role::Staff), handlers::orders::fulfil),
 ];
 
 /// The Lambda function behind API Gateway's `$default` route, which receives every request

@@ -70,9 +70,13 @@ impl Table for Counting {
         self.gets.fetch_add(1, Ordering::SeqCst);
         self.inner.get(key).await
     }
-    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
+    async fn get_many(
+        &self,
+        keys: &[Key],
+        consistency: storefront::store::Consistency,
+    ) -> Result<Vec<Option<Item>>, StoreError> {
         self.batch_gets.fetch_add(1, Ordering::SeqCst);
-        self.inner.get_many(keys).await
+        self.inner.get_many(keys, consistency).await
     }
     async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError> {
         self.inner.put(item, condition).await

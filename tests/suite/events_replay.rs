@@ -24,6 +24,8 @@ pub enum Expect {
     /// a stream event's INSERT names; a sweep drains every shard) to the jobs queue, and
     /// reports no failure.
     Relayed { tenant_id: &'static str },
+    /// The order expiry sweep runs over every shard of the due index and fails nowhere.
+    Swept,
 }
 
 pub fn expected(file: &str) -> Option<Expect> {
@@ -51,7 +53,12 @@ pub fn expected(file: &str) -> Option<Expect> {
         | "products-update.json"
         | "products-delete.json"
         | "product-images-create.json"
-        | "product-images-delete.json" => Expect::Status(401),
+        | "product-images-delete.json"
+        | "orders-create.json"
+        | "orders-list.json"
+        | "orders-get.json"
+        | "orders-cancel.json"
+        | "orders-fulfil.json" => Expect::Status(401),
         // Anonymous reads of a shop that does not exist.
         "products-list.json" | "products-get.json" => Expect::Status(404),
         "worker.json" => Expect::Failures(&["2e1424d4-f796-459a-8184-9c92662be6da"]),
@@ -61,6 +68,7 @@ pub fn expected(file: &str) -> Option<Expect> {
         "outbox-relay.json" | "outbox-relay.sweep.json" => Expect::Relayed {
             tenant_id: "ten_01JD0000000000000000000000",
         },
+        "orders-expire.json" => Expect::Swept,
         _ => return None,
     })
 }
@@ -164,6 +172,14 @@ async fn every_sample_event_gets_its_expected_answer_from_its_handler() {
                 let sent = embedded.jobs.receive(10).await.expect("receive");
                 let bodies: Vec<&str> = sent.iter().map(|m| m.body.as_str()).collect();
                 assert_eq!(bodies, [job.to_body().expect("body")], "events/{file}");
+            }
+            Expect::Swept => {
+                let _: serde_json::Value =
+                    serde_json::from_str(&text).unwrap_or_else(|e| panic!("events/{file}: {e}"));
+                let sweep = storefront::lambda::handle_order_expiry(ctx)
+                    .await
+                    .unwrap_or_else(|e| panic!("events/{file}: {e}"));
+                assert_eq!(sweep.failed, 0, "events/{file}");
             }
         }
     }
@@ -281,6 +297,12 @@ async fn every_signed_in_sample_event_succeeds_with_a_live_token_and_live_ids() 
         ("products-list.json", 200),
         ("products-get.json", 200),
         ("products-update.json", 200),
+        ("orders-create.json", 201),
+        ("orders-list.json", 200),
+        ("orders-get.json", 200),
+        // The sample order awaits payment: fulfilling it is refused, cancelling it is not.
+        ("orders-fulfil.json", 409),
+        ("orders-cancel.json", 200),
         ("product-images-create.json", 201),
         ("product-images-delete.json", 204),
         ("products-delete.json", 204),
@@ -304,6 +326,15 @@ async fn every_signed_in_sample_event_succeeds_with_a_live_token_and_live_ids() 
             .await;
             let image_id = image["image_id"].as_str().expect("image id").to_owned();
             live.push(("img_01JD0000000000000000000000", image_id));
+        }
+        if file == "orders-list.json" {
+            // The order the sample create placed, which the get and moves name.
+            let orders = call(ctx, http::Method::GET, "/v1/orders", &owner, None).await;
+            let order_id = orders["items"][0]["id"]
+                .as_str()
+                .expect("order id")
+                .to_owned();
+            live.push(("ord_01JD0000000000000000000000", order_id));
         }
         let mut text = std::fs::read_to_string(dir.join(file)).expect("event");
         for (sample, id) in &live {

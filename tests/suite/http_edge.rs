@@ -693,7 +693,11 @@ impl Table for Unreachable {
     async fn get(&self, _: &Key) -> Result<Option<Item>, StoreError> {
         Err(StoreError::Backend(anyhow::anyhow!("connection refused")))
     }
-    async fn get_many(&self, _: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
+    async fn get_many(
+        &self,
+        _: &[Key],
+        _: storefront::store::Consistency,
+    ) -> Result<Vec<Option<Item>>, StoreError> {
         Err(StoreError::Backend(anyhow::anyhow!("connection refused")))
     }
     async fn put(&self, _: Item, _: Option<Condition>) -> Result<(), StoreError> {

@@ -80,6 +80,28 @@ impl Harness {
         body
     }
 
+    /// Places an order through `orders-create` with an `Idempotency-Key`.
+    async fn place(&self, token: &str, key: &str, items: Value, status: u16) -> Value {
+        self.as_function("orders-create");
+        let mut req = helpers::api_request(
+            Method::POST,
+            "/v1/orders",
+            Some(token),
+            Some(json!({ "items": items })),
+        );
+        req.headers_mut()
+            .insert("idempotency-key", key.parse().expect("header"));
+        let response =
+            storefront::edge::dispatch(&self.ctx, &routes::of_function("orders-create"), req).await;
+        assert_eq!(
+            response.status().as_u16(),
+            status,
+            "orders-create: {:?}",
+            response.body()
+        );
+        serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null)
+    }
+
     /// Sends a request to `function` whatever it answers: for the requests its edge makes.
     async fn reach(&self, function: &str, method: Method, path: &str, token: &str) {
         self.as_function(function);
@@ -451,6 +473,88 @@ async fn requests_of_every_flow() -> Flows {
         204,
     )
     .await;
+    // Orders: one placed (each line's stock taken in its transaction) and replayed (the
+    // idempotency record read back); one refused for stock (its key given up); the lists
+    // and a read; a cancel (stock returned, the due entry dropped); a fulfil of a paid
+    // order; and the expiry sweep of an order whose window has passed.
+    let tea = h
+        .call(
+            "products-create",
+            Method::POST,
+            "/v1/products",
+            Some(owner),
+            Some(json!({"sku": "TEA-1", "name": "Tea", "description": "", "price": {"amount": 300, "currency": "usd"}, "stock": 9})),
+            201,
+        )
+        .await;
+    let line = |quantity: u32| json!([{"product_id": tea["id"], "quantity": quantity}]);
+    let placed = h.place(owner, "order-1", line(1), 201).await;
+    h.place(owner, "order-1", line(1), 201).await;
+    h.place(owner, "order-2", line(100), 409).await;
+    let order_path = format!("/v1/orders/{}", placed["id"].as_str().unwrap());
+    for path in [
+        "/v1/orders".to_owned(),
+        "/v1/orders?status=pending_payment".to_owned(),
+        format!(
+            "/v1/orders?customer={}",
+            placed["customer_id"].as_str().unwrap()
+        ),
+    ] {
+        h.call("orders-list", Method::GET, &path, Some(owner), None, 200)
+            .await;
+    }
+    h.call(
+        "orders-get",
+        Method::GET,
+        &order_path,
+        Some(owner),
+        None,
+        200,
+    )
+    .await;
+    h.call(
+        "orders-cancel",
+        Method::POST,
+        &format!("{order_path}/cancel"),
+        Some(owner),
+        None,
+        200,
+    )
+    .await;
+    let paid = h.place(owner, "order-3", line(1), 201).await;
+    let paid_id = paid["id"].as_str().unwrap();
+    let read = storefront::repo::orders::get(embedded.ctx.table.as_ref(), &tenant, paid_id)
+        .await
+        .unwrap()
+        .expect("order");
+    let mut marked = read.clone();
+    marked.status = storefront::domain::OrderStatus::Paid;
+    marked.version += 1;
+    let ops = storefront::repo::orders::rewrite(&marked, &read)
+        .unwrap()
+        .into_iter()
+        .map(|(_, op)| op)
+        .collect();
+    embedded.ctx.table.transact(ops).await.unwrap();
+    h.call(
+        "orders-fulfil",
+        Method::POST,
+        &format!("/v1/orders/{paid_id}/fulfil"),
+        Some(owner),
+        None,
+        200,
+    )
+    .await;
+    h.place(owner, "order-4", line(2), 201).await;
+    let mut later = h.ctx.clone();
+    later.clock = Arc::new(storefront::clock::ManualClock::new(
+        chrono::Utc::now() + chrono::Duration::hours(1),
+    ));
+    h.as_function("orders-expire");
+    let sweep = storefront::lambda::handle_order_expiry(&later)
+        .await
+        .unwrap();
+    assert_eq!(sweep.expired, 1);
     // Every route for callers, called with an API key of its own (a key's first use is
     // recorded): what its edge reads and writes to authenticate a key.
     for route in routes::ROUTES

@@ -32,6 +32,7 @@ mod identity;
 mod jobs_batch;
 mod least_privilege;
 mod local_process;
+mod orders;
 mod outbox;
 mod queue_conformance;
 mod rie;

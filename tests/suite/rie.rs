@@ -300,6 +300,9 @@ async fn every_deployed_bootstrap_answers_its_sample_event_under_the_lambda_emul
                     .then_some(())
                     .ok_or_else(|| format!("expected failures {ids:?}"))
             }
+            Expect::Swept => (answer["failed"] == 0 && answer["expired"].is_u64())
+                .then_some(())
+                .ok_or_else(|| "expected a sweep with no failure".to_owned()),
             Expect::Relayed { .. } => {
                 let received = sqs
                     .receive_message()

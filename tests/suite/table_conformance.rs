@@ -9,7 +9,7 @@ use storefront::clock::{Clock, ManualClock};
 use storefront::store::dynamo::{create_table, DynamoTable};
 use storefront::store::embedded::EmbeddedTable;
 use storefront::store::{
-    Condition, Index, Item, Key, Query, SortKey, StoreError, Table, TxOp, UpdateOp,
+    Condition, Consistency, Index, Item, Key, Query, SortKey, StoreError, Table, TxOp, UpdateOp,
 };
 
 use crate::helpers;
@@ -521,7 +521,7 @@ async fn a_batch_read_answers_in_the_order_asked_with_none_for_absent_and_expire
         key("B#1", "K003"),
         key("B#1", "K007"),
     ];
-    let read = f.table.get_many(&keys).await.unwrap();
+    let read = f.table.get_many(&keys, Consistency::Strong).await.unwrap();
     let numbers: Vec<Option<i64>> = read
         .iter()
         .map(|item| item.as_ref().and_then(|i| i.get_i64("n")))
@@ -529,18 +529,22 @@ async fn a_batch_read_answers_in_the_order_asked_with_none_for_absent_and_expire
     assert_eq!(numbers, [Some(7), None, None, Some(3), Some(7)]);
 
     let hundred: Vec<Key> = (0..100).map(|n| key("B#1", &format!("K{n:03}"))).collect();
-    let read = f.table.get_many(&hundred).await.unwrap();
+    let read = f
+        .table
+        .get_many(&hundred, Consistency::Strong)
+        .await
+        .unwrap();
     assert!(
         read.iter().all(Option::is_some),
         "a full batch of 100 reads whole"
     );
     let too_many: Vec<Key> = (0..101).map(|n| key("B#1", &format!("K{n:03}"))).collect();
     assert!(matches!(
-        f.table.get_many(&too_many).await,
+        f.table.get_many(&too_many, Consistency::Strong).await,
         Err(StoreError::Invalid(_))
     ));
     assert!(matches!(
-        f.table.get_many(&[]).await,
+        f.table.get_many(&[], Consistency::Strong).await,
         Err(StoreError::Invalid(_))
     ));
 }

@@ -21,11 +21,9 @@ use crate::audit::{self, Change};
 use crate::context::AppContext;
 use crate::domain::search::index_words;
 use crate::domain::{
-    Caller, Description, Event, EventData, Job, Money, ProductId, ProductName, Sku, Stock, TenantId,
+    Caller, Description, Job, Money, ProductId, ProductName, Sku, Stock, TenantId,
 };
 use crate::http::Request;
-use crate::ids::IdKind;
-use crate::repo::outbox;
 use crate::repo::products::{self, ImageStatus, Product};
 use crate::store::{StoreError, Transaction, TransactionError, TxOp};
 
@@ -192,24 +190,7 @@ pub fn view(ctx: &AppContext, product: &Product) -> ProductView {
 /// The outbox write telling the outside world of a product change (`product.updated` or
 /// `product.deleted`), with the product as the API shows it.
 fn event(ctx: &AppContext, kind: &str, product: &Product) -> Result<TxOp, StoreError> {
-    let now = ctx.clock.now();
-    let object = serde_json::to_value(view(ctx, product))
-        .map_err(|e| StoreError::Invalid(format!("product view does not serialise: {e}")))?;
-    let job = Job::Event {
-        event: Event {
-            id: ctx.ids.next(IdKind::Event),
-            kind: kind.to_owned(),
-            created_at: crate::clock::rfc3339(now),
-            tenant_id: product.tenant_id.to_string(),
-            data: EventData { object },
-        },
-    };
-    outbox::enqueue(
-        &job,
-        &ctx.ids.next(IdKind::Message),
-        &product.tenant_id,
-        now,
-    )
+    crate::events::announce(ctx, &product.tenant_id, kind, &view(ctx, product))
 }
 
 /// Adds the deletion of `keys` (objects of images that are gone) to a transaction, as a
@@ -224,10 +205,9 @@ fn delete_objects(
         return Ok(());
     }
     let job = Job::DeleteBlobs { keys };
-    let now = ctx.clock.now();
     tx.add(
         "the objects' deletion",
-        outbox::enqueue(&job, &ctx.ids.next(IdKind::Message), tenant_id, now)?,
+        crate::events::queue(ctx, tenant_id, &job)?,
     )?;
     Ok(())
 }

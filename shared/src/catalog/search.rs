@@ -6,7 +6,7 @@ use crate::context::AppContext;
 use crate::domain::search::found_by;
 use crate::domain::{ProductId, TenantId};
 use crate::repo::products::{self, Product};
-use crate::store::{Index, Position, Query, StoreError};
+use crate::store::{Consistency, Index, Position, Query, StoreError};
 
 /// The most index pages one search reads to fill a page of results.
 const SEARCH_ROUNDS: usize = 5;
@@ -72,6 +72,12 @@ pub async fn search(
             }
         }
     }
-    let products = products::get_many(table, tenant_id, &ids).await?;
+    // Eventually consistent, at half the read capacity: the index that found these ids is
+    // itself eventually consistent. A product deleted since is left out.
+    let products = products::get_many(table, tenant_id, &ids, Consistency::Eventual)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
     Ok(Found { products, next })
 }

@@ -4,6 +4,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod idempotency;
+pub mod orders;
 pub mod outbox;
 pub mod products;
 pub mod rate_limits;

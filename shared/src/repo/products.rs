@@ -16,7 +16,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{ImageId, Money, ProductId, TenantId};
-use crate::store::{Condition, Index, Item, Key, Query, SortKey, StoreError, Table, TxOp};
+use crate::store::{
+    Condition, Consistency, Index, Item, Key, Query, SortKey, StoreError, Table, TxOp, UpdateOp,
+};
 
 /// The sort key of a product item.
 const PRODUCT: &str = "PRODUCT";
@@ -131,6 +133,36 @@ pub fn remove(product: &Product, read_version: u64) -> TxOp {
     }
 }
 
+/// Takes `units` from the product's stock, refused unless it has that many (a product
+/// that no longer exists has none): the whole of "never oversell", since DynamoDB checks
+/// the condition and writes in one step, whatever runs beside it. The version rises as with
+/// every write, so ETags and `If-Match` see the change.
+pub fn take_stock(tenant_id: &str, product_id: &str, units: u32, now: &str) -> TxOp {
+    TxOp::Update {
+        key: key(tenant_id, product_id),
+        ops: vec![
+            UpdateOp::add("stock", -i64::from(units)),
+            UpdateOp::add("version", 1),
+            UpdateOp::set("updated_at", now),
+        ],
+        condition: Some(Condition::ge("stock", units)),
+    }
+}
+
+/// Gives `units` back to the product's stock (an order cancelled), refused if the product
+/// no longer exists: an update must not bring a deleted product back as a bare item.
+pub fn return_stock(tenant_id: &str, product_id: &str, units: u32, now: &str) -> TxOp {
+    TxOp::Update {
+        key: key(tenant_id, product_id),
+        ops: vec![
+            UpdateOp::add("stock", i64::from(units)),
+            UpdateOp::add("version", 1),
+            UpdateOp::set("updated_at", now),
+        ],
+        condition: Some(Condition::AttrExists("version".into())),
+    }
+}
+
 /// What a sku lock records.
 #[derive(Serialize, Deserialize)]
 struct SkuLock {
@@ -211,23 +243,23 @@ pub async fn get(
         .transpose()
 }
 
-/// The products of these ids, in the order given, leaving out those that no longer exist;
-/// one batch read.
+/// The products of these ids (at most [`crate::store::MAX_GET_MANY`]), in the order
+/// given, `None` for those that do not exist; one batch read.
 pub async fn get_many(
     table: &dyn Table,
     tenant_id: &str,
     product_ids: &[ProductId],
-) -> Result<Vec<Product>, StoreError> {
+    consistency: Consistency,
+) -> Result<Vec<Option<Product>>, StoreError> {
     if product_ids.is_empty() {
         return Ok(Vec::new());
     }
     let keys: Vec<Key> = product_ids.iter().map(|id| key(tenant_id, id)).collect();
     table
-        .get_many(&keys)
+        .get_many(&keys, consistency)
         .await?
         .into_iter()
-        .flatten()
-        .map(|item| item.record())
+        .map(|item| item.map(|item| item.record()).transpose())
         .collect()
 }
 

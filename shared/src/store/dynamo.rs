@@ -31,8 +31,8 @@ use serde_json::{Map, Value};
 
 use super::embedded::position_of;
 use super::{
-    validate_get_many, validate_transaction, Condition, Index, Item, Key, Page, Position, Query,
-    SortKey, StoreError, Table, TxOp, UpdateOp, GSI1PK, GSI1SK, PK, SK, TTL,
+    validate_get_many, validate_transaction, Condition, Consistency, Index, Item, Key, Page,
+    Position, Query, SortKey, StoreError, Table, TxOp, UpdateOp, GSI1PK, GSI1SK, PK, SK, TTL,
 };
 use crate::clock::Clock;
 
@@ -649,7 +649,11 @@ impl Table for DynamoTable {
     /// DynamoDB leaves unprocessed, as its documentation asks callers to.
     /// <https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchGetItem.html>
     #[tracing::instrument(skip_all, fields(table = %self.table, keys = keys.len()))]
-    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
+    async fn get_many(
+        &self,
+        keys: &[Key],
+        consistency: Consistency,
+    ) -> Result<Vec<Option<Item>>, StoreError> {
         validate_get_many(keys)?;
         let now = self.now();
         let distinct: std::collections::BTreeSet<&Key> = keys.iter().collect();
@@ -661,9 +665,7 @@ impl Table for DynamoTable {
             }
             let request = KeysAndAttributes::builder()
                 .set_keys(Some(std::mem::take(&mut pending)))
-                // Eventually consistent, at half the read capacity: a batch read fetches
-                // what an index query found, and the index itself is eventually consistent.
-                .consistent_read(false)
+                .consistent_read(consistency == Consistency::Strong)
                 .build()
                 .map_err(|e| StoreError::Invalid(format!("batch read does not build: {e}")))?;
             let output = self

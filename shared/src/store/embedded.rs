@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::{
-    apply_updates, validate_get_many, validate_transaction, Condition, Index, Item, Key, Page,
-    Position, Query, SortKey, StoreError, Table, TxOp, UpdateOp, GSI1SK, PK, SK,
+    apply_updates, validate_get_many, validate_transaction, Condition, Consistency, Index, Item,
+    Key, Page, Position, Query, SortKey, StoreError, Table, TxOp, UpdateOp, GSI1SK, PK, SK,
 };
 use crate::clock::Clock;
 
@@ -468,7 +468,12 @@ impl Table for EmbeddedTable {
             .await
     }
 
-    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
+    /// Every read of the embedded store is strongly consistent.
+    async fn get_many(
+        &self,
+        keys: &[Key],
+        _consistency: Consistency,
+    ) -> Result<Vec<Option<Item>>, StoreError> {
         validate_get_many(keys)?;
         let keys = keys.to_vec();
         self.blocking(move |db, now| {

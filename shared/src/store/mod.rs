@@ -495,6 +495,15 @@ pub(crate) fn validate_get_many(keys: &[Key]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// How fresh a batch read must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// It may miss writes of the last second or so (DynamoDB's default, at half the cost).
+    Eventual,
+    /// It sees every write acknowledged before it.
+    Strong,
+}
+
 /// What can go wrong with a table operation.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -544,9 +553,14 @@ pub trait Table: Send + Sync {
     ) -> Result<Option<Item>, StoreError>;
     /// Reads up to [`MAX_GET_MANY`] items at once (one `BatchGetItem`), answering in the
     /// order of `keys`; an absent or expired item is `None`. A key may repeat. On DynamoDB
-    /// the read is eventually consistent (half the capacity of `get`'s): it serves pages of
-    /// what an index, itself eventually consistent, found.
-    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError>;
+    /// an [`Consistency::Eventual`] read costs half a strong one: right for pages of what
+    /// an index, itself eventually consistent, found; a read a write will rely on (an
+    /// order's prices) asks for [`Consistency::Strong`].
+    async fn get_many(
+        &self,
+        keys: &[Key],
+        consistency: Consistency,
+    ) -> Result<Vec<Option<Item>>, StoreError>;
     /// Reads a page of one partition of an index, in sort-key order.
     async fn query(&self, query: Query) -> Result<Page, StoreError>;
     /// Applies every operation or none of them.

@@ -99,6 +99,7 @@ pub async fn dynamo() -> Api {
         audit_retention: chrono::Duration::days(storefront::config::DEFAULT_AUDIT_RETENTION_DAYS),
         s3_path_style: true,
         images_url: Some("https://images.example.test".to_owned()),
+        payment_window: chrono::Duration::seconds(storefront::config::DEFAULT_PAYMENT_WINDOW_S),
     };
     let mut ctx = AppContext::aws(&sdk, &config, clock.clone() as Arc<dyn Clock>);
     let key = ("k1".to_owned(), KeyRing::generate_key().expect("key"));

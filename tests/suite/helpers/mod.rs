@@ -234,8 +234,9 @@ impl storefront::store::Table for FirstTransaction {
     async fn get_many(
         &self,
         keys: &[storefront::store::Key],
+        consistency: storefront::store::Consistency,
     ) -> Result<Vec<Option<storefront::store::Item>>, storefront::store::StoreError> {
-        self.inner.get_many(keys).await
+        self.inner.get_many(keys, consistency).await
     }
     async fn put(
         &self,
