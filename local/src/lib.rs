@@ -24,6 +24,7 @@ use storefront::edge::dispatch;
 use storefront::http::{refuse, ApiError, ClientIp, MAX_BODY_BYTES};
 use storefront::jobs::images::ImageUploads;
 use storefront::jobs::worker::Dispatcher;
+use storefront::payments::local::ConfirmError;
 use storefront::routes::ROUTES;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -33,6 +34,8 @@ use tokio::task::JoinHandle;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an idle worker looks for new jobs.
 const WORKER_POLL: Duration = Duration::from_millis(100);
+/// Where the local payment provider's confirm route lives (not part of the API).
+const PAYMENTS_PATH: &str = "/_payments/";
 /// How often the order expiry sweep runs (a schedule of one minute on AWS).
 const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 /// Uploads through presigned URLs may be larger than API bodies (images up to 10 MiB).
@@ -163,6 +166,19 @@ pub struct Options {
         value_parser = clap::value_parser!(i64).range(1..=7 * 24 * 3600)
     )]
     pub payment_window_s: i64,
+    /// Stripe's secret key (`sk_test_…`): payments go to Stripe's API (or the fake at
+    /// --stripe-api-base). Unset, the server's own local provider takes payments, confirmed
+    /// at `POST /_payments/{id}/confirm`.
+    #[arg(
+        long,
+        env = "STOREFRONT_STRIPE_SECRET_KEY",
+        hide_env_values = true,
+        value_parser = non_empty_secret
+    )]
+    pub stripe_secret_key: Option<SecretString>,
+    /// Stripe's API, or a fake of it such as localstripe.
+    #[arg(long, env = "STOREFRONT_STRIPE_API_BASE", default_value = storefront::payments::stripe::DEFAULT_API_BASE)]
+    pub stripe_api_base: String,
     /// The most connections served at once; more wait to be accepted.
     #[arg(long, env = "STOREFRONT_MAX_CONNECTIONS", default_value_t = 512)]
     pub max_connections: usize,
@@ -180,6 +196,8 @@ impl Options {
             data_dir,
             payment_webhook_secret: None,
             payment_window_s: storefront::config::DEFAULT_PAYMENT_WINDOW_S,
+            stripe_secret_key: None,
+            stripe_api_base: storefront::payments::stripe::DEFAULT_API_BASE.to_owned(),
             max_connections: 512,
             read_timeout_s: 30,
         }
@@ -216,6 +234,7 @@ pub struct Server {
     image_worker: JoinHandle<()>,
     relay: JoinHandle<()>,
     expiry: JoinHandle<()>,
+    payments: JoinHandle<()>,
 }
 
 impl Server {
@@ -242,6 +261,23 @@ impl Server {
         embedded.ctx.session_lifetime = storefront::config::session_lifetime()?;
         embedded.ctx.audit_retention = storefront::config::audit_retention()?;
         embedded.ctx.payment_window = chrono::Duration::seconds(options.payment_window_s);
+        let (payment_events, announced) = tokio::sync::mpsc::unbounded_channel();
+        match options.stripe_secret_key {
+            Some(key) => {
+                embedded.ctx.payments = Arc::new(
+                    storefront::payments::stripe::StripePayments::new(
+                        &options.stripe_api_base,
+                        key,
+                    )
+                    .context("setting up Stripe's API client")?,
+                );
+            }
+            None => {
+                embedded.local_payments =
+                    embedded.local_payments.clone().announcing(payment_events);
+                embedded.ctx.payments = Arc::new(embedded.local_payments.clone());
+            }
+        }
         let waiting = embedded.blobs.announce_waiting().await?;
         if waiting > 0 {
             tracing::info!(
@@ -271,6 +307,11 @@ impl Server {
             stopped.clone(),
         ));
         let expiry = tokio::spawn(sweep_expired_orders(embedded.ctx.clone(), stopped.clone()));
+        let payments = tokio::spawn(deliver_payment_events(
+            embedded.ctx.clone(),
+            announced,
+            stopped.clone(),
+        ));
         let limits = ConnectionLimits {
             max_connections: options.max_connections.max(1),
             read_timeout: Duration::from_secs(options.read_timeout_s.max(1)),
@@ -286,6 +327,7 @@ impl Server {
             image_worker,
             relay,
             expiry,
+            payments,
         })
     }
 
@@ -318,6 +360,7 @@ impl Server {
         let _ = self.worker.await;
         let _ = self.image_worker.await;
         let _ = self.expiry.await;
+        let _ = self.payments.await;
     }
 }
 
@@ -335,6 +378,108 @@ async fn sweep_expired_orders(ctx: AppContext, mut stopped: watch::Receiver<bool
             _ = tokio::time::sleep(EXPIRY_SWEEP) => {}
             _ = stopped.changed() => return,
         }
+    }
+}
+
+/// Delivers the local payment provider's events to the server's own payment webhook,
+/// signed with its webhook secret as Stripe signs them, until stopped.
+async fn deliver_payment_events(
+    ctx: AppContext,
+    mut announced: tokio::sync::mpsc::UnboundedReceiver<String>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let body = tokio::select! {
+            body = announced.recv() => match body {
+                Some(body) => body,
+                None => return,
+            },
+            _ = stopped.changed() => return,
+        };
+        let Some(secret) = ctx.payment_webhook_secret.as_ref() else {
+            tracing::warn!("a local payment event is dropped: no webhook secret");
+            continue;
+        };
+        let signature = storefront::credentials::stripe_signature::sign(
+            body.as_bytes(),
+            secret,
+            ctx.clock.now().timestamp(),
+        );
+        let request = http::Request::post("/v1/payments/webhook")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header("stripe-signature", signature)
+            .body(lambda_http::Body::Text(body));
+        match request {
+            Ok(mut request) => {
+                request
+                    .extensions_mut()
+                    .insert(ClientIp("127.0.0.1".to_owned()));
+                let answer = dispatch(&ctx, ROUTES, request).await;
+                tracing::info!(
+                    status = answer.status().as_u16(),
+                    "local payment event delivered"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "a local payment event does not build"),
+        }
+    }
+}
+
+/// `POST /_payments/{id}/confirm` with `{"client_secret": …}`: the local provider's
+/// stand-in for a card form. The payment succeeds and its event reaches the webhook.
+async fn confirm_payment(
+    embedded: &Embedded,
+    read_timeout: Duration,
+    req: http::Request<Incoming>,
+) -> LocalResponse {
+    #[derive(serde::Deserialize)]
+    struct Confirm {
+        client_secret: String,
+    }
+    let problem = |error: ApiError| into_local(refuse(&embedded.ctx, error));
+    let path = req.uri().path().to_owned();
+    let Some(payment_id) = path
+        .strip_prefix(PAYMENTS_PATH)
+        .and_then(|rest| rest.strip_suffix("/confirm"))
+        .filter(|id| !id.is_empty() && !id.contains('/'))
+        .map(str::to_owned)
+    else {
+        return problem(ApiError::not_found("No such local payment route."));
+    };
+    if req.method() != Method::POST {
+        return problem(ApiError::MethodNotAllowed {
+            allow: vec![Method::POST],
+        });
+    }
+    let bytes = match read_body(req.into_body(), MAX_BODY_BYTES, read_timeout).await {
+        Ok(bytes) => bytes,
+        Err(_) => return problem(ApiError::bad_request("The body could not be read.")),
+    };
+    let Ok(confirm) = serde_json::from_slice::<Confirm>(&bytes) else {
+        return problem(ApiError::bad_request(
+            "Send {\"client_secret\": …}, as POST /v1/orders/{id}/payment answered it.",
+        ));
+    };
+    match embedded
+        .local_payments
+        .confirm(&payment_id, &confirm.client_secret)
+        .await
+    {
+        Ok(()) => into_local(
+            storefront::http::json(
+                StatusCode::OK,
+                &serde_json::json!({"id": payment_id, "status": "succeeded"}),
+            )
+            .unwrap_or_else(|e| refuse(&embedded.ctx, e)),
+        ),
+        Err(ConfirmError::NoSuchPayment) => {
+            problem(ApiError::not_found("No local payment has this id."))
+        }
+        Err(ConfirmError::Refused) => problem(ApiError::Conflict {
+            slug: "payment-not-confirmable",
+            detail: "The client secret is not this payment's, or it is confirmed already.".into(),
+        }),
+        Err(ConfirmError::Store(e)) => problem(e.into()),
     }
 }
 
@@ -482,6 +627,9 @@ async fn route(
     }
     if req.uri().path().starts_with(IMAGES_PATH) {
         return image(embedded, &req).await;
+    }
+    if req.uri().path().starts_with(PAYMENTS_PATH) {
+        return confirm_payment(embedded, read_timeout, req).await;
     }
     let (parts, body) = req.into_parts();
     let bytes = match read_body(body, MAX_BODY_BYTES, read_timeout).await {

@@ -19,6 +19,9 @@ use crate::config::{AwsConfig, RateLimits};
 use crate::credentials::files::load_or_create_key;
 use crate::credentials::tokens::KeyRing;
 use crate::ids::{IdGenerator, UlidGenerator};
+use crate::payments::local::LocalPayments;
+use crate::payments::stripe::StripePayments;
+use crate::payments::{Payments, Unconfigured};
 use crate::queue::embedded::{EmbeddedQueue, EmbeddedQueues, QueueConfig};
 use crate::queue::sqs::SqsQueue;
 use crate::queue::{Queue, Redrive};
@@ -44,6 +47,9 @@ pub struct AppContext {
     pub table: Arc<dyn Table>,
     pub queue: Arc<dyn Queue>,
     pub blobs: Arc<dyn Blobs>,
+    /// The payment provider: Stripe where a secret key is configured (the functions that
+    /// call it, on AWS), the local provider in the local server and tests.
+    pub payments: Arc<dyn Payments>,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdGenerator>,
     pub limits: RateLimits,
@@ -75,6 +81,9 @@ pub struct Embedded {
     /// The blob store's notifications of uploads, which the image worker consumes.
     pub image_uploads: EmbeddedQueue,
     pub image_dead_letters: EmbeddedQueue,
+    /// The local payment provider (the context's, unless a Stripe key replaced it), which
+    /// the local server's confirm route and event delivery use.
+    pub local_payments: LocalPayments,
     pub data_dir: PathBuf,
 }
 
@@ -85,6 +94,12 @@ impl AppContext {
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let mut ctx = Self::aws(&sdk, &config, Arc::new(SystemClock));
         ctx.keys = Arc::new(crate::credentials::keys::load_aws(&sdk).await?);
+        ctx.payments = stripe_from_env(&sdk).await?;
+        // Only the payment webhook's function is given the provider's signing secret.
+        ctx.payment_webhook_secret = std::env::var("STOREFRONT_PAYMENT_WEBHOOK_SECRET")
+            .ok()
+            .filter(|secret| !secret.trim().is_empty())
+            .map(|secret| SecretString::from(secret.trim().to_owned()));
         Ok(ctx)
     }
 
@@ -125,6 +140,7 @@ impl AppContext {
             table: Arc::new(table),
             queue,
             blobs,
+            payments: Arc::new(Unconfigured),
             ids: Arc::new(UlidGenerator::new(clock.clone())),
             started_at: clock.now(),
             clock,
@@ -169,14 +185,18 @@ impl AppContext {
                 Arc::new(image_uploads.clone()),
             );
         let keys = crate::credentials::keys::load_local(data_dir).map_err(EmbeddedError::Other)?;
+        let table: Arc<dyn Table> = Arc::new(table);
+        let ids: Arc<dyn IdGenerator> = Arc::new(UlidGenerator::new(clock.clone()));
+        let local_payments = LocalPayments::new(table.clone(), ids.clone());
         let ctx = Self {
             keys: Arc::new(keys),
             payment_webhook_secret: None,
             images_url: Some(public_url.trim_end_matches('/').to_owned()),
-            table: Arc::new(table),
+            payments: Arc::new(local_payments.clone()),
+            table,
             queue: Arc::new(jobs.clone()),
             blobs: Arc::new(blobs.clone()),
-            ids: Arc::new(UlidGenerator::new(clock.clone())),
+            ids,
             started_at: clock.now(),
             clock,
             limits,
@@ -191,9 +211,43 @@ impl AppContext {
             dead_letters,
             image_uploads,
             image_dead_letters,
+            local_payments,
             data_dir: data_dir.to_owned(),
         })
     }
+}
+
+/// Stripe, for a function given its secret key: from the SSM SecureString
+/// `STOREFRONT_STRIPE_SECRET_KEY_PARAMETER` names (on AWS, only the functions that call
+/// Stripe may read it), or from `STOREFRONT_STRIPE_SECRET_KEY` itself (`sam local`, a
+/// test); at `STOREFRONT_STRIPE_API_BASE` (Stripe's API unless set). Neither set: no
+/// provider, and a payment route answers 503.
+async fn stripe_from_env(sdk: &aws_config::SdkConfig) -> anyhow::Result<Arc<dyn Payments>> {
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let secret = match (
+        set("STOREFRONT_STRIPE_SECRET_KEY_PARAMETER"),
+        set("STOREFRONT_STRIPE_SECRET_KEY"),
+    ) {
+        (Some(parameter), _) => {
+            match crate::credentials::keys::read_secure_string(sdk, &parameter).await {
+                Ok(secret) => secret,
+                // A stack deployed before its Stripe key was stored: payments answer 503
+                // and refund jobs wait in the dead-letter queue; every other job still runs.
+                Err(e) => {
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "no Stripe secret key: payments are unavailable"
+                    );
+                    return Ok(Arc::new(Unconfigured));
+                }
+            }
+        }
+        (None, Some(key)) => SecretString::from(key.trim().to_owned()),
+        (None, None) => return Ok(Arc::new(Unconfigured)),
+    };
+    let base = set("STOREFRONT_STRIPE_API_BASE")
+        .unwrap_or_else(|| crate::payments::stripe::DEFAULT_API_BASE.to_owned());
+    Ok(Arc::new(StripePayments::new(&base, secret)?))
 }
 
 /// A queue whose messages move to its dead-letter queue after

@@ -10,8 +10,9 @@
 //!   no I/O.
 //! - [`credentials`]: passwords, signed tokens and their key ring, refresh tokens and API
 //!   keys as handed out, and private key files.
-//! - [`store`], [`queue`], [`blobs`]: the ports (traits) and their adapters, one file each:
-//!   `embedded.rs` for the local server and tests, `dynamo.rs`/`sqs.rs`/`s3.rs` for AWS.
+//! - [`store`], [`queue`], [`blobs`], [`payments`]: the ports (traits) and their adapters,
+//!   one file each: `embedded.rs` (`local.rs` for payments) for the local server and tests,
+//!   `dynamo.rs`/`sqs.rs`/`s3.rs`/`stripe.rs` for AWS.
 //! - [`repo`]: one file per aggregate: its keys, items and transactions over the `Table`
 //!   port, plus the shared rate limiter, the idempotency store (`Idempotency-Key`, with its
 //!   HTTP side in [`http::idempotency`]) and the outbox's items. It knows nothing of HTTP
@@ -60,6 +61,7 @@ pub mod jobs;
 pub mod lambda;
 pub mod metrics;
 pub mod orders;
+pub mod payments;
 pub mod queue;
 pub mod repo;
 pub mod routes;

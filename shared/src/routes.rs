@@ -74,8 +74,10 @@ pub static ROUTES: &[Route] = &[
     route!(POST "/v1/orders" => "orders-create", role(Role::Customer), handlers::orders::create),
     route!(GET "/v1/orders" => "orders-list", role(Role::Customer), handlers::orders::list),
     route!(GET "/v1/orders/{id}" => "orders-get", role(Role::Customer), handlers::orders::get),
+    route!(POST "/v1/orders/{id}/payment" => "orders-payment", role(Role::Customer), handlers::orders::pay),
     route!(POST "/v1/orders/{id}/cancel" => "orders-cancel", role(Role::Customer), handlers::orders::cancel),
     route!(POST "/v1/orders/{id}/fulfil" => "orders-fulfil", role(Role::Staff), handlers::orders::fulfil),
+    route!(POST "/v1/payments/webhook" => "payments-webhook", anyone, handlers::payments::webhook),
 ];
 
 /// The Lambda function behind API Gateway's `$default` route, which receives every request

@@ -102,6 +102,30 @@ impl Harness {
         serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null)
     }
 
+    /// Sends a provider event to `payments-webhook`, signed as the provider signs it.
+    async fn webhook(&self, event: Value) {
+        self.as_function("payments-webhook");
+        let body = event.to_string();
+        let secret = self.ctx.payment_webhook_secret.as_ref().expect("a secret");
+        let signature = storefront::credentials::stripe_signature::sign(
+            body.as_bytes(),
+            secret,
+            chrono::Utc::now().timestamp(),
+        );
+        let mut req = helpers::api_request(Method::POST, "/v1/payments/webhook", None, None);
+        *req.body_mut() = lambda_http::Body::Text(body);
+        req.headers_mut()
+            .insert("content-type", "application/json".parse().expect("header"));
+        req.headers_mut()
+            .insert("stripe-signature", signature.parse().expect("header"));
+        let response =
+            storefront::edge::dispatch(&self.ctx, &routes::of_function("payments-webhook"), req)
+                .await;
+        assert_eq!(response.status(), 200, "{:?}", response.body());
+        let answer: Value = serde_json::from_slice(response.body().as_ref()).expect("json");
+        assert_eq!(answer["outcome"], "applied", "{answer}");
+    }
+
     /// Sends a request to `function` whatever it answers: for the requests its edge makes.
     async fn reach(&self, function: &str, method: Method, path: &str, token: &str) {
         self.as_function(function);
@@ -129,6 +153,7 @@ async fn requests_of_every_flow() -> Flows {
     let recording = Arc::new(Recording::new(embedded.ctx.table.clone()));
     let mut ctx = embedded.ctx.clone();
     ctx.table = recording.clone();
+    ctx.payment_webhook_secret = Some(secrecy::SecretString::from("whsec_least_privilege"));
     ctx.queue = Arc::new(RecordingQueue {
         recording: recording.clone(),
         inner: embedded.ctx.queue.clone(),
@@ -521,21 +546,33 @@ async fn requests_of_every_flow() -> Flows {
         200,
     )
     .await;
+    // Paid through the provider: the payment made (twice: the same answer), confirmed at
+    // the provider, and its signed event applied by the webhook.
     let paid = h.place(owner, "order-3", line(1), 201).await;
-    let paid_id = paid["id"].as_str().unwrap();
-    let read = storefront::repo::orders::get(embedded.ctx.table.as_ref(), &tenant, paid_id)
+    let paid_id = paid["id"].as_str().unwrap().to_owned();
+    let mut payment = Value::Null;
+    for _ in 0..2 {
+        payment = h
+            .call(
+                "orders-payment",
+                Method::POST,
+                &format!("/v1/orders/{paid_id}/payment"),
+                Some(owner),
+                None,
+                200,
+            )
+            .await;
+    }
+    let intent = payment["payment_intent_id"].as_str().unwrap().to_owned();
+    embedded
+        .local_payments
+        .confirm(&intent, payment["client_secret"].as_str().unwrap())
         .await
-        .unwrap()
-        .expect("order");
-    let mut marked = read.clone();
-    marked.status = storefront::domain::OrderStatus::Paid;
-    marked.version += 1;
-    let ops = storefront::repo::orders::rewrite(&marked, &read)
-        .unwrap()
-        .into_iter()
-        .map(|(_, op)| op)
-        .collect();
-    embedded.ctx.table.transact(ops).await.unwrap();
+        .unwrap();
+    let succeeded = json!({"id": "evt_lp_1", "type": "payment_intent.succeeded", "data": {"object": {
+        "id": intent, "amount": 300, "currency": "usd",
+        "metadata": {"order_id": paid_id, "tenant_id": tenant}}}});
+    h.webhook(succeeded).await;
     h.call(
         "orders-fulfil",
         Method::POST,
@@ -543,6 +580,63 @@ async fn requests_of_every_flow() -> Flows {
         Some(owner),
         None,
         200,
+    )
+    .await;
+    // A paid order cancelled: its refund asked of the provider by the worker, and the
+    // provider's charge.refunded (which names only its payment) applied by the webhook.
+    let refunded = h.place(owner, "order-5", line(1), 201).await;
+    let refunded_id = refunded["id"].as_str().unwrap().to_owned();
+    let payment = h
+        .call(
+            "orders-payment",
+            Method::POST,
+            &format!("/v1/orders/{refunded_id}/payment"),
+            Some(owner),
+            None,
+            200,
+        )
+        .await;
+    let intent = payment["payment_intent_id"].as_str().unwrap().to_owned();
+    embedded
+        .local_payments
+        .confirm(&intent, payment["client_secret"].as_str().unwrap())
+        .await
+        .unwrap();
+    h.webhook(
+        json!({"id": "evt_lp_2", "type": "payment_intent.succeeded", "data": {"object": {
+        "id": intent, "amount": 300, "currency": "usd",
+        "metadata": {"order_id": refunded_id, "tenant_id": tenant}}}}),
+    )
+    .await;
+    h.call(
+        "orders-cancel",
+        Method::POST,
+        &format!("/v1/orders/{refunded_id}/cancel"),
+        Some(owner),
+        None,
+        200,
+    )
+    .await;
+    h.as_function("worker");
+    let refund = Job::Refund {
+        tenant_id: tenant.clone(),
+        order_id: refunded_id.clone(),
+    };
+    let outcome = storefront::jobs::process_batch(
+        &h.ctx,
+        &storefront::jobs::worker::Dispatcher,
+        &[JobMessage {
+            id: "refund-1".into(),
+            body: refund.to_body().unwrap(),
+            receive_count: 1,
+        }],
+    )
+    .await;
+    assert!(outcome.failed.is_empty());
+    h.webhook(
+        json!({"id": "evt_lp_3", "type": "charge.refunded", "data": {"object": {
+        "id": "ch_1", "amount": 300, "amount_refunded": 300, "currency": "usd",
+        "payment_intent": intent}}}),
     )
     .await;
     h.place(owner, "order-4", line(2), 201).await;
@@ -860,6 +954,10 @@ const ITEM_ACTIONS: [&str; 7] = [
 /// functions that sign tokens may.
 const SIGNING_KEYS: [&str; 2] = ["ssm:GetParameter", "kms:Decrypt"];
 
+/// The functions that call Stripe's API (a payment made, a refund asked for), and so may
+/// read its secret key.
+const STRIPE_CALLERS: [&str; 2] = ["orders-payment", "worker"];
+
 /// The table writes, which must each be scoped to the key families a function writes.
 const WRITES: [&str; 4] = ["PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"];
 
@@ -1008,6 +1106,18 @@ async fn every_request_a_function_makes_is_granted_by_its_own_policy_and_nothing
                                 excess.push(format!("{function} is granted {action} on {resource} ({pattern}) that no flow uses"));
                             }
                         }
+                    }
+                    continue;
+                }
+                // Stripe's secret key: read by the functions that call Stripe, and no other.
+                if action == "ssm:GetParameter"
+                    && format!("{:?}", statement["Resource"])
+                        .contains("StripeSecretKeyParameterName")
+                {
+                    if !STRIPE_CALLERS.contains(&function.as_str()) {
+                        excess.push(format!(
+                            "{function} may read Stripe's secret key but never calls Stripe"
+                        ));
                     }
                     continue;
                 }

@@ -34,6 +34,7 @@ mod least_privilege;
 mod local_process;
 mod orders;
 mod outbox;
+mod payments;
 mod queue_conformance;
 mod rie;
 mod routes_agree;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use http::Method;
 use serde_json::{json, Value};
+use storefront::clock::Clock as _;
 use storefront::store::Key;
 
 use crate::helpers::api::{dynamo, embedded, Api, Reply, Shop};
@@ -24,6 +25,12 @@ conformance!(embedded, dynamo;
     customers_list_their_own_orders_and_staff_the_shops_with_filters,
     another_customers_or_another_shops_order_is_404,
     every_order_change_writes_its_event_and_audit_entry,
+    a_signed_payment_event_pays_the_order_once_and_a_bad_signature_changes_nothing,
+    payment_events_in_any_order_leave_a_refunded_order_refunded,
+    a_payment_for_the_wrong_amount_or_another_shop_changes_nothing_but_the_audit_log,
+    paying_makes_one_payment_per_order_for_its_customer_alone,
+    cancelling_a_paid_order_refunds_it_once_through_the_provider,
+    money_that_comes_after_the_order_expired_is_refunded,
 );
 
 const PASSWORD: &str = "a long passphrase";
@@ -726,4 +733,449 @@ async fn the_local_server_expires_an_unpaid_order_on_its_timer() {
         .unwrap();
     assert_eq!(product["stock"], 3);
     local.server.stop().await;
+}
+
+const WEBHOOK_SECRET: &str = "whsec_test_orders_suite";
+
+fn with_webhook_secret(mut api: Api) -> Api {
+    api.ctx.payment_webhook_secret = Some(secrecy::SecretString::from(WEBHOOK_SECRET));
+    api
+}
+
+/// A Stripe event of `kind` about `object`, signed at `at` (unix seconds) with `secret`.
+async fn stripe_event(
+    api: &Api,
+    id: &str,
+    kind: &str,
+    object: Value,
+    signed_at: i64,
+    secret: &str,
+) -> Reply {
+    let body =
+        json!({"id": id, "object": "event", "type": kind, "data": {"object": object}}).to_string();
+    let signature = storefront::credentials::stripe_signature::sign(
+        body.as_bytes(),
+        &secrecy::SecretString::from(secret),
+        signed_at,
+    );
+    let mut req = crate::helpers::api_request(Method::POST, "/v1/payments/webhook", None, None);
+    *req.body_mut() = lambda_http::Body::Text(body);
+    req.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    req.headers_mut()
+        .insert("stripe-signature", signature.parse().unwrap());
+    let response = storefront::edge::dispatch(&api.ctx, storefront::routes::ROUTES, req).await;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null);
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn send(api: &Api, id: &str, kind: &str, object: Value) -> Reply {
+    let now = api.clock.now().timestamp();
+    stripe_event(api, id, kind, object, now, WEBHOOK_SECRET).await
+}
+
+fn intent(shop: &Shop, order_id: &str, amount: i64) -> Value {
+    json!({"id": "pi_test_1", "object": "payment_intent", "amount": amount, "currency": "eur",
+           "metadata": {"order_id": order_id, "tenant_id": shop.tenant_id}})
+}
+
+fn charge(shop: &Shop, order_id: &str, amount: i64) -> Value {
+    json!({"id": "ch_test_1", "object": "charge", "amount": amount, "amount_refunded": amount,
+           "currency": "eur", "payment_intent": "pi_test_1", "refunded": true,
+           "metadata": {"order_id": order_id, "tenant_id": shop.tenant_id}})
+}
+
+async fn placed_order(api: &Api, shop: &Shop) -> (String, String) {
+    let green = product(api, shop, "GREEN", 1250, 10).await;
+    let (token, _) = customer(api, shop, "grace@example.com").await;
+    let placed = order(api, &token, json!([{"product_id": green, "quantity": 2}])).await;
+    assert_eq!(placed.status, 201, "{:?}", placed.body);
+    (placed.body["id"].as_str().unwrap().to_owned(), token)
+}
+
+async fn status_of(api: &Api, shop: &Shop, order_id: &str) -> Value {
+    let read = api
+        .get(&format!("/v1/orders/{order_id}"), Some(&shop.owner))
+        .await;
+    assert_eq!(read.status, 200, "{:?}", read.body);
+    read.body
+}
+
+async fn a_signed_payment_event_pays_the_order_once_and_a_bad_signature_changes_nothing(api: Api) {
+    let api = with_webhook_secret(api);
+    let shop = api.create_shop("owner@example.com").await;
+    let (id, _) = placed_order(&api, &shop).await;
+    let now = api.clock.now().timestamp();
+    let paid = intent(&shop, &id, 2500);
+    for (signed_at, secret, why) in [
+        (now, "whsec_someone_else", "another secret"),
+        (now - 301, WEBHOOK_SECRET, "too old"),
+        (now + 301, WEBHOOK_SECRET, "from the future"),
+    ] {
+        let refused = stripe_event(
+            &api,
+            "evt_1",
+            "payment_intent.succeeded",
+            paid.clone(),
+            signed_at,
+            secret,
+        )
+        .await;
+        assert_eq!(refused.status, 400, "{why}: {:?}", refused.body);
+    }
+    let mut unsigned = crate::helpers::api_request(
+        Method::POST,
+        "/v1/payments/webhook",
+        None,
+        Some(json!({"id": "evt_1"})),
+    );
+    unsigned.headers_mut().remove("stripe-signature");
+    let response = storefront::edge::dispatch(&api.ctx, storefront::routes::ROUTES, unsigned).await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        status_of(&api, &shop, &id).await["status"],
+        "pending_payment"
+    );
+
+    let applied = send(&api, "evt_1", "payment_intent.succeeded", paid.clone()).await;
+    assert_eq!(applied.status, 200, "{:?}", applied.body);
+    assert_eq!(applied.body["outcome"], "applied");
+    assert_eq!(status_of(&api, &shop, &id).await["status"], "paid");
+    let replayed = send(&api, "evt_1", "payment_intent.succeeded", paid).await;
+    assert_eq!(replayed.body["outcome"], "duplicate");
+    let ignored = send(&api, "evt_2", "customer.created", json!({"id": "cus_1"})).await;
+    assert_eq!(ignored.status, 200);
+    assert_eq!(ignored.body["outcome"], "ignored");
+    // Paid: it can be fulfilled now, and the expiry sweep leaves it alone.
+    api.clock.advance(Duration::from_secs(3600));
+    let owner = api
+        .login(
+            &shop.tenant_id,
+            "owner@example.com",
+            "correct horse battery",
+        )
+        .await
+        .token();
+    let shop = Shop { owner, ..shop };
+    let sweep = storefront::orders::expire_overdue(&api.ctx).await.unwrap();
+    assert_eq!(sweep.expired, 0);
+    let fulfilled = api
+        .post(
+            &format!("/v1/orders/{id}/fulfil"),
+            Some(&shop.owner),
+            json!({}),
+        )
+        .await;
+    assert_eq!(fulfilled.status, 200, "{:?}", fulfilled.body);
+    assert_eq!(fulfilled.body["status"], "fulfilled");
+    assert_eq!(
+        events_about(&api, &id).await,
+        ["order.created", "order.paid", "order.fulfilled"]
+    );
+}
+
+async fn payment_events_in_any_order_leave_a_refunded_order_refunded(api: Api) {
+    let api = with_webhook_secret(api);
+    let shop = api.create_shop("owner@example.com").await;
+    let (id, _) = placed_order(&api, &shop).await;
+    let failed = send(&api, "evt_f", "payment_intent.payment_failed",
+        json!({"id": "pi_test_1", "amount": 2500, "currency": "eur", "last_payment_error": {"message": "Your card was declined."},
+               "metadata": {"order_id": id, "tenant_id": shop.tenant_id}})).await;
+    assert_eq!(failed.body["outcome"], "applied");
+    assert_eq!(
+        status_of(&api, &shop, &id).await["status"],
+        "pending_payment"
+    );
+    // The refund's event comes before the payment's.
+    let refunded = send(&api, "evt_r", "charge.refunded", charge(&shop, &id, 2500)).await;
+    assert_eq!(refunded.body["outcome"], "applied", "{:?}", refunded.body);
+    let paid = send(
+        &api,
+        "evt_p",
+        "payment_intent.succeeded",
+        intent(&shop, &id, 2500),
+    )
+    .await;
+    assert_eq!(paid.body["outcome"], "applied");
+    let refunded = status_of(&api, &shop, &id).await;
+    assert_eq!(refunded["status"], "refunded");
+    assert_eq!(
+        refunded["refund"],
+        json!({"status": "succeeded", "amount": {"amount": 2500, "currency": "eur"}})
+    );
+
+    // And in the usual order, on another order: paid, then refunded.
+    let green = product(&api, &shop, "BLACK", 100, 10).await;
+    let placed = order(
+        &api,
+        &shop.owner,
+        json!([{"product_id": green, "quantity": 1}]),
+    )
+    .await;
+    let other = placed.body["id"].as_str().unwrap();
+    send(
+        &api,
+        "evt_p2",
+        "payment_intent.succeeded",
+        intent(&shop, other, 100),
+    )
+    .await;
+    assert_eq!(status_of(&api, &shop, other).await["status"], "paid");
+    send(&api, "evt_r2", "charge.refunded", charge(&shop, other, 100)).await;
+    assert_eq!(status_of(&api, &shop, other).await["status"], "refunded");
+    assert_eq!(
+        events_about(&api, other).await,
+        ["order.created", "order.paid", "order.refunded"]
+    );
+}
+
+async fn a_payment_for_the_wrong_amount_or_another_shop_changes_nothing_but_the_audit_log(
+    api: Api,
+) {
+    let api = with_webhook_secret(api);
+    let shop = api.create_shop("owner@example.com").await;
+    let other = api.create_shop("other@example.com").await;
+    let (id, _) = placed_order(&api, &shop).await;
+    let short = send(
+        &api,
+        "evt_s",
+        "payment_intent.succeeded",
+        intent(&shop, &id, 2499),
+    )
+    .await;
+    assert_eq!(short.status, 200);
+    assert_eq!(
+        status_of(&api, &shop, &id).await["status"],
+        "pending_payment"
+    );
+    assert_eq!(
+        api.audit_history(&shop.owner, &id).await,
+        ["order.payment_mismatch", "order.created"]
+    );
+    let elsewhere = send(
+        &api,
+        "evt_o",
+        "payment_intent.succeeded",
+        intent(&other, &id, 2500),
+    )
+    .await;
+    assert_eq!(elsewhere.status, 200);
+    assert_eq!(elsewhere.body["outcome"], "ignored");
+    let unknown = send(
+        &api,
+        "evt_u",
+        "payment_intent.succeeded",
+        intent(&shop, "ord_01JD0000000000000000000000", 2500),
+    )
+    .await;
+    assert_eq!(unknown.body["outcome"], "ignored");
+    assert_eq!(
+        status_of(&api, &shop, &id).await["status"],
+        "pending_payment"
+    );
+    assert_eq!(events_about(&api, &id).await, ["order.created"]);
+}
+
+/// The local provider, announcing its events on a channel the test delivers from.
+fn announcing_payments(
+    api: &mut Api,
+) -> (
+    storefront::payments::local::LocalPayments,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (events, announced) = tokio::sync::mpsc::unbounded_channel();
+    let local =
+        storefront::payments::local::LocalPayments::new(api.ctx.table.clone(), api.ctx.ids.clone())
+            .announcing(events);
+    api.ctx.payments = std::sync::Arc::new(local.clone());
+    (local, announced)
+}
+
+/// Delivers the provider's next announced event to the webhook, signed.
+async fn deliver(api: &Api, announced: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> Reply {
+    let body = announced.try_recv().expect("an announced event");
+    let event: Value = serde_json::from_str(&body).unwrap();
+    send(
+        api,
+        event["id"].as_str().unwrap(),
+        event["type"].as_str().unwrap(),
+        event["data"]["object"].clone(),
+    )
+    .await
+}
+
+async fn pay(api: &Api, token: &str, order_id: &str) -> Reply {
+    api.post(
+        &format!("/v1/orders/{order_id}/payment"),
+        Some(token),
+        json!({}),
+    )
+    .await
+}
+
+/// Runs the refund jobs waiting in the outbox through the worker, as the relay and the
+/// queue would; answers how many ran.
+async fn run_refund_jobs(api: &Api) -> usize {
+    let mut ran = 0;
+    for shard in 0..storefront::jobs::outbox::SHARDS {
+        let page = api
+            .ctx
+            .table
+            .query(
+                storefront::store::Query::partition(
+                    storefront::store::Index::Primary,
+                    format!("OUTBOX#{shard}"),
+                )
+                .limit(1000),
+            )
+            .await
+            .unwrap();
+        for item in page.items {
+            let body = item.get_str("body").unwrap().to_owned();
+            if body.contains("\"kind\":\"refund\"") {
+                let message = storefront::jobs::JobMessage {
+                    id: format!("m{ran}"),
+                    body,
+                    receive_count: 1,
+                };
+                let outcome = storefront::jobs::process_batch(
+                    &api.ctx,
+                    &storefront::jobs::worker::Dispatcher,
+                    &[message],
+                )
+                .await;
+                assert!(outcome.failed.is_empty(), "{outcome:?}");
+                ran += 1;
+            }
+        }
+    }
+    ran
+}
+
+async fn paying_makes_one_payment_per_order_for_its_customer_alone(api: Api) {
+    let shop = api.create_shop("owner@example.com").await;
+    let (id, token) = placed_order(&api, &shop).await;
+    let first = pay(&api, &token, &id).await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    assert_eq!(first.body["provider"], "local");
+    assert!(first.body["payment_intent_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("pi_"));
+    assert!(first.body["client_secret"]
+        .as_str()
+        .unwrap()
+        .contains("_secret_"));
+    let again = pay(&api, &token, &id).await;
+    assert_eq!(again.body, first.body, "the same payment");
+    // Only its customer pays it: staff and other customers are told it does not exist.
+    assert_eq!(pay(&api, &shop.owner, &id).await.status, 404);
+    let (someone, _) = customer(&api, &shop, "ada@example.com").await;
+    assert_eq!(pay(&api, &someone, &id).await.status, 404);
+    assert_eq!(
+        api.audit_history(&shop.owner, &id).await,
+        ["order.payment_started", "order.created"]
+    );
+    let cancelled = api
+        .post(&format!("/v1/orders/{id}/cancel"), Some(&token), json!({}))
+        .await;
+    assert_eq!(cancelled.status, 200);
+    let late = pay(&api, &token, &id).await;
+    assert_eq!(late.status, 409, "{:?}", late.body);
+    assert_eq!(late.slug(), "order-status");
+}
+
+async fn cancelling_a_paid_order_refunds_it_once_through_the_provider(mut api: Api) {
+    let (provider, mut announced) = announcing_payments(&mut api);
+    let api = with_webhook_secret(api);
+    let shop = api.create_shop("owner@example.com").await;
+    let (id, token) = placed_order(&api, &shop).await;
+    let payment = pay(&api, &token, &id).await;
+    let intent = payment.body["payment_intent_id"].as_str().unwrap();
+    provider
+        .confirm(intent, payment.body["client_secret"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        deliver(&api, &mut announced).await.body["outcome"],
+        "applied"
+    );
+    assert_eq!(status_of(&api, &shop, &id).await["status"], "paid");
+
+    let cancelled = api
+        .post(&format!("/v1/orders/{id}/cancel"), Some(&token), json!({}))
+        .await;
+    assert_eq!(cancelled.status, 200, "{:?}", cancelled.body);
+    assert_eq!(cancelled.body["status"], "cancelled");
+    assert_eq!(
+        cancelled.body["refund"],
+        json!({"status": "pending", "amount": {"amount": 2500, "currency": "eur"}})
+    );
+    // The job runs twice (SQS delivers at least once): one refund, one event.
+    assert_eq!(run_refund_jobs(&api).await, 1);
+    assert_eq!(run_refund_jobs(&api).await, 1);
+    assert_eq!(
+        deliver(&api, &mut announced).await.body["outcome"],
+        "applied"
+    );
+    assert!(announced.try_recv().is_err(), "no second refund");
+    let order = status_of(&api, &shop, &id).await;
+    assert_eq!(order["status"], "cancelled");
+    assert_eq!(order["refund"]["status"], "succeeded");
+    assert_eq!(
+        events_about(&api, &id).await,
+        ["order.created", "order.paid", "order.cancelled"]
+    );
+}
+
+async fn money_that_comes_after_the_order_expired_is_refunded(mut api: Api) {
+    let (provider, mut announced) = announcing_payments(&mut api);
+    let api = with_webhook_secret(api);
+    let shop = api.create_shop("owner@example.com").await;
+    let (id, token) = placed_order(&api, &shop).await;
+    let payment = pay(&api, &token, &id).await;
+    api.clock.advance(Duration::from_secs(1801));
+    assert_eq!(
+        storefront::orders::expire_overdue(&api.ctx)
+            .await
+            .unwrap()
+            .expired,
+        1
+    );
+    // The customer's bank was slow: the money comes after all.
+    provider
+        .confirm(
+            payment.body["payment_intent_id"].as_str().unwrap(),
+            payment.body["client_secret"].as_str().unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        deliver(&api, &mut announced).await.body["outcome"],
+        "applied"
+    );
+    let owner = api
+        .login(
+            &shop.tenant_id,
+            "owner@example.com",
+            "correct horse battery",
+        )
+        .await
+        .token();
+    let shop = Shop { owner, ..shop };
+    let order = status_of(&api, &shop, &id).await;
+    assert_eq!(order["status"], "cancelled");
+    assert_eq!(order["refund"]["status"], "pending");
+    assert_eq!(run_refund_jobs(&api).await, 1);
+    deliver(&api, &mut announced).await;
+    assert_eq!(
+        status_of(&api, &shop, &id).await["refund"]["status"],
+        "succeeded"
+    );
 }

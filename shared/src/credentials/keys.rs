@@ -115,6 +115,31 @@ pub fn rotate_local(data_dir: &Path) -> anyhow::Result<String> {
 }
 
 /// The key ring of a Lambda function, from its environment (see the module comment).
+/// The decrypted value of the SSM SecureString `parameter` (a provider's secret key).
+pub async fn read_secure_string(
+    sdk: &aws_config::SdkConfig,
+    parameter: &str,
+) -> anyhow::Result<secrecy::SecretString> {
+    let client = aws_sdk_ssm::Client::from_conf(
+        aws_sdk_ssm::config::Builder::from(sdk)
+            .interceptor(crate::xray::XRay::from_env())
+            .build(),
+    );
+    let output = client
+        .get_parameter()
+        .name(parameter)
+        .with_decryption(true)
+        .send()
+        .await
+        .with_context(|| format!("reading SSM parameter {parameter}"))?;
+    let value = output
+        .parameter()
+        .and_then(|p| p.value())
+        .filter(|v| !v.trim().is_empty())
+        .with_context(|| format!("SSM parameter {parameter} is empty"))?;
+    Ok(secrecy::SecretString::from(value.trim().to_owned()))
+}
+
 pub async fn load_aws(sdk: &aws_config::SdkConfig) -> anyhow::Result<KeyRing> {
     // Set but empty: `sam local invoke` with events/env-vars.json, away from any SSM. The
     // function signs with a key made for this process alone, whose tokens nothing else

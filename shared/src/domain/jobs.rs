@@ -15,6 +15,9 @@ pub enum Job {
     DeleteBlobs { keys: Vec<String> },
     /// Tells the outside world of a change.
     Event { event: Event },
+    /// Asks the payment provider to give back an order's payment (its `refund` says how
+    /// much), once: the provider's idempotency key is the order's.
+    Refund { tenant_id: String, order_id: String },
 }
 
 impl Job {

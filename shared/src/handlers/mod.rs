@@ -9,6 +9,7 @@ pub mod jwks;
 pub mod me;
 pub mod members;
 pub mod orders;
+pub mod payments;
 pub mod product_images;
 pub mod products;
 pub mod sessions;
@@ -84,6 +85,10 @@ impl From<OrderError> for ApiError {
                 slug: "conflict",
                 detail: "The order kept changing while it was being written; try again.".into(),
             },
+            OrderError::Payment(crate::payments::PaymentError::Unavailable(e)) => {
+                ApiError::Unavailable(e.context("the payment provider"))
+            }
+            OrderError::Payment(e) => crate::http::internal(e),
             OrderError::Store(e) => e.into(),
         }
     }

@@ -1,5 +1,6 @@
 //! `POST /v1/orders`, `GET /v1/orders`, `GET /v1/orders/{id}`,
-//! `POST /v1/orders/{id}/cancel`, `POST /v1/orders/{id}/fulfil`: a shop's orders.
+//! `POST /v1/orders/{id}/payment`, `POST /v1/orders/{id}/cancel`,
+//! `POST /v1/orders/{id}/fulfil`: a shop's orders.
 //!
 //! Placing an order needs an `Idempotency-Key`: a retry of the same request answers the
 //! first answer again and never places a second order. A customer sees their own orders;
@@ -262,4 +263,29 @@ async fn moved(req: Request, ctx: &AppContext, caller: Caller, action: Action) -
     .await?;
     tracing::info!(order_id = %order.id, status = order.status.as_str(), "order moved");
     json(StatusCode::OK, &orders::view(&order))
+}
+
+/// What `POST /v1/orders/{id}/payment` answers.
+#[derive(serde::Serialize)]
+struct PaymentView<'a> {
+    provider: &'a str,
+    payment_intent_id: &'a str,
+    client_secret: &'a str,
+}
+
+/// Starts paying one of the caller's own orders: the provider's payment for its total,
+/// made once; called again, the same answer. 409 unless it awaits payment.
+#[tracing::instrument(skip_all)]
+pub async fn pay(req: Request, ctx: &AppContext, caller: Caller) -> HandlerResult {
+    let id: OrderId = path_id(&req, "id", NO_SUCH_ORDER)?;
+    let payment = orders::start_payment(ctx, &req, &caller, &id).await?;
+    tracing::info!(order_id = %id, payment_id = %payment.payment_intent_id, "payment started");
+    json(
+        StatusCode::OK,
+        &PaymentView {
+            provider: &payment.provider,
+            payment_intent_id: &payment.payment_intent_id,
+            client_secret: payment.client_secret.as_deref().unwrap_or_default(),
+        },
+    )
 }

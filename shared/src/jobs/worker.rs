@@ -35,6 +35,10 @@ impl Worker for Dispatcher {
             Job::Event { event } => {
                 tracing::info!(event_id = %event.id, event_type = %event.kind, "event published");
             }
+            Job::Refund {
+                tenant_id,
+                order_id,
+            } => crate::orders::refunds::ask(ctx, &tenant_id, &order_id).await?,
         }
         Ok(())
     }

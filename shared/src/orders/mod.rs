@@ -13,6 +13,9 @@
 //! transaction: two racing moves cannot both happen, and a move that lost a race reads
 //! again and is judged anew.
 
+pub mod payments;
+pub mod refunds;
+
 use std::time::Duration;
 
 use serde::Serialize;
@@ -23,7 +26,8 @@ use crate::domain::{
     Caller, Cart, IllegalMove, Money, Move, OrderId, OrderStatus, ProductId, Role, TenantId,
 };
 use crate::http::Request;
-use crate::repo::orders::{self, Entry, Line, Order, RefundStatus, THE_ORDER};
+use crate::payments::{PaymentError, PaymentRequest};
+use crate::repo::orders::{self, Entry, Line, Order, Payment, Refund, RefundStatus, THE_ORDER};
 use crate::repo::products;
 use crate::store::{
     Consistency, StoreError, Transaction, TransactionError, TxOp, MAX_TRANSACTION_OPS,
@@ -62,6 +66,8 @@ pub enum OrderError {
     Illegal(#[from] IllegalMove),
     #[error("the order kept changing while it was written")]
     Contended,
+    #[error(transparent)]
+    Payment(#[from] PaymentError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -390,7 +396,17 @@ async fn moved(
     order.status = status;
     order.version = read.version + 1;
     order.updated_at = now.clone();
+    let mut refund = None;
     let (kind, detail) = match action {
+        Action::Cancel if read.status == OrderStatus::Paid => {
+            // The money goes back: asked of the provider by a job, once the cancel lands.
+            order.refund = Some(Refund {
+                status: RefundStatus::Pending,
+                amount: read.total.clone(),
+            });
+            refund = Some(refund_job(ctx, read)?);
+            ("order.cancelled", Some("refund asked for"))
+        }
         Action::Cancel => ("order.cancelled", None),
         Action::Expire => {
             order.cancel_reason = Some(PAYMENT_WINDOW_EXPIRED.to_owned());
@@ -414,7 +430,86 @@ async fn moved(
         restock(ctx, &mut tx, read, &now).await?;
     }
     tx.add("the event".into(), event(ctx, kind, &order)?)?;
+    if let Some(refund) = refund {
+        tx.add("the refund".into(), refund)?;
+    }
     Ok((order, tx))
+}
+
+/// The outbox write of the job that asks the provider to refund `order`.
+pub(crate) fn refund_job(ctx: &AppContext, order: &Order) -> Result<TxOp, StoreError> {
+    let job = crate::domain::Job::Refund {
+        tenant_id: order.tenant_id.to_string(),
+        order_id: order.id.to_string(),
+    };
+    crate::events::queue(ctx, &order.tenant_id, &job)
+}
+
+/// Starts paying an order of the caller's (its customer alone): creates the provider's
+/// payment for its total, once. Called again while the order awaits payment, it answers
+/// the same payment; for an order in any other status, 409.
+#[tracing::instrument(skip(ctx, req, caller), fields(order_id = %id))]
+pub async fn start_payment(
+    ctx: &AppContext,
+    req: &Request,
+    caller: &Caller,
+    id: &OrderId,
+) -> Result<Payment, OrderError> {
+    let table = ctx.table.as_ref();
+    for attempt in 0..ATTEMPTS {
+        let read = orders::get(table, &caller.tenant_id, id)
+            .await?
+            .filter(|order| order.customer_id == caller.principal_id())
+            .ok_or(OrderError::NoSuchOrder)?;
+        if read.status != OrderStatus::PendingPayment {
+            return Err(OrderError::Illegal(IllegalMove {
+                from: read.status.as_str(),
+                action: "paid for",
+            }));
+        }
+        if let Some(payment) = read.payment.as_ref().filter(|p| p.client_secret.is_some()) {
+            return Ok(payment.clone());
+        }
+        // The order id is the provider's idempotency key: a retry, or a request racing
+        // this one, gets this same payment back.
+        let intent = ctx
+            .payments
+            .create(&PaymentRequest {
+                tenant_id: read.tenant_id.to_string(),
+                order_id: read.id.to_string(),
+                amount: read.total.amount(),
+                currency: read.total.currency().as_str().to_owned(),
+            })
+            .await?;
+        let payment = Payment {
+            provider: ctx.payments.name().to_owned(),
+            payment_intent_id: intent.id.clone(),
+            client_secret: Some(intent.client_secret),
+        };
+        let mut order = read.clone();
+        order.payment = Some(payment.clone());
+        order.version = read.version + 1;
+        order.updated_at = crate::clock::rfc3339(ctx.clock.now());
+        let mut tx = Transaction::<Part>::new();
+        let change =
+            Change::new("order.payment_started", "order", &read.id).detail(intent.id.clone());
+        tx.add(audit::LABEL.into(), audit::entry(ctx, req, caller, change)?)?;
+        for (label, op) in orders::rewrite(&order, &read)? {
+            tx.add(label.into(), op)?;
+        }
+        tx.add(
+            "the payment's order".into(),
+            orders::payment_of(&order, &intent.id)?,
+        )?;
+        match tx.commit(table).await {
+            Ok(()) => return Ok(payment),
+            // Another request stored the payment, or the order moved: read it again.
+            Err(TransactionError::Refused(Part::Named(THE_ORDER))) => {}
+            Err(TransactionError::Store(StoreError::Conflict)) => back_off(attempt).await,
+            Err(e) => return Err(OrderError::Store(e.into_store())),
+        }
+    }
+    Err(OrderError::Contended)
 }
 
 /// Why the expiry sweep cancels an order.

@@ -84,8 +84,10 @@ pub enum RefundStatus {
 pub struct Payment {
     pub provider: String,
     pub payment_intent_id: String,
-    /// What the customer's browser confirms the payment with (never card data).
-    pub client_secret: String,
+    /// What the customer's browser confirms the payment with (never card data); unknown
+    /// for a payment first heard of through the provider's event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
 }
 
 /// What an index entry records: enough to fetch the order.
@@ -293,6 +295,54 @@ pub fn overdue(shard: u32, now_epoch: i64) -> Query {
 /// Every shard of the due entries.
 pub fn due_shards() -> std::ops::Range<u32> {
     0..SHARDS
+}
+
+fn intent_key(payment_intent_id: &str) -> Key {
+    Key::new(format!("PAYMENT_INTENT#{payment_intent_id}"), "INTENT")
+}
+
+/// Which order a provider's payment is for, written when the payment is made: an event
+/// that carries no order id (a charge's) finds its order through it.
+pub fn payment_of(order: &Order, payment_intent_id: &str) -> Result<TxOp, StoreError> {
+    Ok(TxOp::Put {
+        item: Item::new(&intent_key(payment_intent_id)).with_record(&entry(order))?,
+        condition: None,
+    })
+}
+
+/// The order a provider's payment is for.
+pub async fn order_of_payment(
+    table: &dyn Table,
+    payment_intent_id: &str,
+) -> Result<Option<Entry>, StoreError> {
+    table
+        .get(&intent_key(payment_intent_id))
+        .await?
+        .map(|item| item.record())
+        .transpose()
+}
+
+/// How long a payment provider's event id is remembered: far longer than any provider
+/// retries a webhook (Stripe: three days).
+pub const PAYMENT_EVENT_RETENTION_S: i64 = 30 * 24 * 3600;
+
+/// The label of a provider event's record in a transaction.
+pub const THE_PAYMENT_EVENT: &str = "the payment event";
+
+/// The record that a payment provider's event was applied, for the transaction of its
+/// change: refused when the event was applied before, so it is applied once.
+pub fn payment_event_applied(
+    event_id: &str,
+    order: &Order,
+    now_epoch: i64,
+) -> Result<TxOp, StoreError> {
+    let item = Item::new(&Key::new(format!("PAYMENT_EVENT#{event_id}"), "EVENT"))
+        .with_record(&entry(order))?
+        .with_ttl(now_epoch + PAYMENT_EVENT_RETENTION_S);
+    Ok(TxOp::Put {
+        item,
+        condition: Some(Condition::NotExists),
+    })
 }
 
 #[cfg(test)]

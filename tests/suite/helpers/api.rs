@@ -102,6 +102,11 @@ pub async fn dynamo() -> Api {
         payment_window: chrono::Duration::seconds(storefront::config::DEFAULT_PAYMENT_WINDOW_S),
     };
     let mut ctx = AppContext::aws(&sdk, &config, clock.clone() as Arc<dyn Clock>);
+    // The local payment provider, over DynamoDB here (Stripe's adapter has its own test).
+    ctx.payments = Arc::new(storefront::payments::local::LocalPayments::new(
+        ctx.table.clone(),
+        ctx.ids.clone(),
+    ));
     let key = ("k1".to_owned(), KeyRing::generate_key().expect("key"));
     ctx.keys = Arc::new(KeyRing::from_private_keys(&[key]).expect("ring"));
     Api {
