@@ -50,7 +50,22 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
+    call_with(ctx, method, path, token, body, &[]).await
+}
+
+/// A call with extra request headers (`Idempotency-Key`, `Stripe-Signature`).
+async fn call_with(
+    ctx: &AppContext,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
     let mut builder = http::Request::builder().method(method).uri(path);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
     if let Some(token) = token {
         builder = builder.header("authorization", format!("Bearer {token}"));
     }
@@ -83,6 +98,8 @@ async fn main() -> anyhow::Result<()> {
     let recording = Arc::new(Recording::new(embedded.ctx.table.clone()));
     let mut ctx = embedded.ctx.clone();
     ctx.table = recording.clone();
+    let webhook_secret = secrecy::SecretString::from("whsec_bench");
+    ctx.payment_webhook_secret = Some(webhook_secret.clone());
     let mut rows = Vec::new();
     let mut row = |name: &str, status: &dyn std::fmt::Display| {
         rows.push(format!("| {name} | {status} | {} |", counted(&recording)))
@@ -308,6 +325,148 @@ async fn main() -> anyhow::Result<()> {
     )
     .await;
     row("DELETE /v1/products/{id}/images/{image_id}", &s);
+    // Orders (the owner buys, so one token does for every route).
+    let line = json!({"items": [{"product_id": mug_id, "quantity": 1}]});
+    let (s, order) = call_with(
+        &ctx,
+        Method::POST,
+        "/v1/orders",
+        Some(&owner),
+        Some(line.clone()),
+        &[("idempotency-key", "bench-1")],
+    )
+    .await;
+    row("POST /v1/orders (1 line)", &s);
+    let order_id = order["id"].as_str().unwrap_or_default().to_owned();
+    let (s, _) = call_with(
+        &ctx,
+        Method::POST,
+        "/v1/orders",
+        Some(&owner),
+        Some(line),
+        &[("idempotency-key", "bench-1")],
+    )
+    .await;
+    row("POST /v1/orders (the same key again: replayed)", &s);
+    let (s, _) = call_with(
+        &ctx,
+        Method::POST,
+        "/v1/orders",
+        Some(&owner),
+        Some(json!({"items": [{"product_id": mug_id, "quantity": 1000}]})),
+        &[("idempotency-key", "bench-2")],
+    )
+    .await;
+    row(
+        "POST /v1/orders (out of stock, 409: + the product read again, the key given up)",
+        &s,
+    );
+    let (s, _) = call(&ctx, Method::GET, "/v1/orders", Some(&owner), None).await;
+    row("GET /v1/orders (staff: the shop's, a page)", &s);
+    let (s, _) = call(
+        &ctx,
+        Method::GET,
+        "/v1/orders?status=pending_payment",
+        Some(&owner),
+        None,
+    )
+    .await;
+    row("GET /v1/orders?status=pending_payment", &s);
+    let (s, _) = call(
+        &ctx,
+        Method::GET,
+        &format!("/v1/orders/{order_id}"),
+        Some(&owner),
+        None,
+    )
+    .await;
+    row("GET /v1/orders/{id}", &s);
+    let (s, payment) = call(
+        &ctx,
+        Method::POST,
+        &format!("/v1/orders/{order_id}/payment"),
+        Some(&owner),
+        None,
+    )
+    .await;
+    row(
+        "POST /v1/orders/{id}/payment (+ one call to the provider, not a table request)",
+        &s,
+    );
+    let (s, _) = call(
+        &ctx,
+        Method::POST,
+        &format!("/v1/orders/{order_id}/payment"),
+        Some(&owner),
+        None,
+    )
+    .await;
+    row("POST /v1/orders/{id}/payment (again: the same payment)", &s);
+    let event =
+        json!({"id": "evt_bench_1", "type": "payment_intent.succeeded", "data": {"object": {
+        "id": payment["payment_intent_id"], "amount": order["total"]["amount"], "currency": "usd",
+        "metadata": {"order_id": order_id, "tenant_id": tenant}}}})
+        .to_string();
+    let signature = storefront::credentials::stripe_signature::sign(
+        event.as_bytes(),
+        &webhook_secret,
+        ctx.clock.now().timestamp(),
+    );
+    let webhook = |body: String, signature: String| {
+        let ctx = &ctx;
+        async move {
+            let mut req = http::Request::builder()
+                .method(Method::POST)
+                .uri("/v1/payments/webhook")
+                .header("content-type", "application/json")
+                .header("stripe-signature", signature)
+                .body(lambda_http::Body::from(body))
+                .expect("request");
+            req.extensions_mut().insert(ClientIp("203.0.113.9".into()));
+            dispatch(ctx, ROUTES, req).await.status().as_u16()
+        }
+    };
+    let s = webhook(event.clone(), signature.clone()).await;
+    row(
+        "POST /v1/payments/webhook (payment_intent.succeeded: paid)",
+        &s,
+    );
+    let s = webhook(event, signature).await;
+    row("POST /v1/payments/webhook (the same event again)", &s);
+    let (s, _) = call(
+        &ctx,
+        Method::POST,
+        &format!("/v1/orders/{order_id}/fulfil"),
+        Some(&owner),
+        None,
+    )
+    .await;
+    row("POST /v1/orders/{id}/fulfil", &s);
+    let (_, second) = call_with(
+        &ctx,
+        Method::POST,
+        "/v1/orders",
+        Some(&owner),
+        Some(json!({"items": [{"product_id": mug_id, "quantity": 1}]})),
+        &[("idempotency-key", "bench-3")],
+    )
+    .await;
+    recording.take();
+    let second = second["id"].as_str().unwrap_or_default().to_owned();
+    let (s, _) = call(
+        &ctx,
+        Method::POST,
+        &format!("/v1/orders/{second}/cancel"),
+        Some(&owner),
+        None,
+    )
+    .await;
+    row("POST /v1/orders/{id}/cancel (unpaid, 1 line restocked)", &s);
+    let sweep = storefront::orders::expire_overdue(&ctx).await?;
+    row(
+        "orders-expire tick (nothing due: one Query per shard)",
+        &sweep.expired,
+    );
     let (s, _) = call(
         &ctx,
         Method::DELETE,

@@ -777,19 +777,10 @@ async fn customers_and_anonymous_callers_cannot_write_the_catalogue_staff_can(ap
 /// The events in the outbox about one product, by type.
 async fn events_about(api: &Api, product_id: &str) -> Vec<String> {
     let mut found = Vec::new();
-    for shard in 0..SHARDS {
-        let page = api
-            .ctx
-            .table
-            .query(Query::partition(Index::Primary, format!("OUTBOX#{shard}")).limit(1000))
-            .await
-            .expect("outbox");
-        for item in page.items {
-            let job: Job = serde_json::from_str(item.get_str("body").expect("body")).expect("job");
-            if let Job::Event { event } = job {
-                if event.data.object["id"] == product_id {
-                    found.push(event.kind);
-                }
+    for body in api.outbox_jobs().await {
+        if let Job::Event { event } = serde_json::from_str(&body).expect("a job") {
+            if event.data.object["id"] == product_id {
+                found.push(event.kind);
             }
         }
     }

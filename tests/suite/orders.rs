@@ -624,24 +624,10 @@ async fn another_customers_or_another_shops_order_is_404(api: Api) {
 /// The events waiting in the outbox about one order, oldest first.
 async fn events_about(api: &Api, order_id: &str) -> Vec<String> {
     let mut kinds = Vec::new();
-    for shard in 0..storefront::jobs::outbox::SHARDS {
-        let page = api
-            .ctx
-            .table
-            .query(
-                storefront::store::Query::partition(
-                    storefront::store::Index::Primary,
-                    format!("OUTBOX#{shard}"),
-                )
-                .limit(1000),
-            )
-            .await
-            .unwrap();
-        for item in page.items {
-            let job: Value = serde_json::from_str(item.get_str("body").unwrap()).unwrap();
-            if job["event"]["data"]["object"]["id"] == order_id {
-                kinds.push(job["event"]["type"].as_str().unwrap().to_owned());
-            }
+    for body in api.outbox_jobs().await {
+        let job: Value = serde_json::from_str(&body).unwrap();
+        if job["event"]["data"]["object"]["id"] == order_id {
+            kinds.push(job["event"]["type"].as_str().unwrap().to_owned());
         }
     }
     kinds
@@ -1023,36 +1009,21 @@ async fn pay(api: &Api, token: &str, order_id: &str) -> Reply {
 /// queue would; answers how many ran.
 async fn run_refund_jobs(api: &Api) -> usize {
     let mut ran = 0;
-    for shard in 0..storefront::jobs::outbox::SHARDS {
-        let page = api
-            .ctx
-            .table
-            .query(
-                storefront::store::Query::partition(
-                    storefront::store::Index::Primary,
-                    format!("OUTBOX#{shard}"),
-                )
-                .limit(1000),
+    for body in api.outbox_jobs().await {
+        if body.contains("\"kind\":\"refund\"") {
+            let message = storefront::jobs::JobMessage {
+                id: format!("m{ran}"),
+                body,
+                receive_count: 1,
+            };
+            let outcome = storefront::jobs::process_batch(
+                &api.ctx,
+                &storefront::jobs::worker::Dispatcher,
+                &[message],
             )
-            .await
-            .unwrap();
-        for item in page.items {
-            let body = item.get_str("body").unwrap().to_owned();
-            if body.contains("\"kind\":\"refund\"") {
-                let message = storefront::jobs::JobMessage {
-                    id: format!("m{ran}"),
-                    body,
-                    receive_count: 1,
-                };
-                let outcome = storefront::jobs::process_batch(
-                    &api.ctx,
-                    &storefront::jobs::worker::Dispatcher,
-                    &[message],
-                )
-                .await;
-                assert!(outcome.failed.is_empty(), "{outcome:?}");
-                ran += 1;
-            }
+            .await;
+            assert!(outcome.failed.is_empty(), "{outcome:?}");
+            ran += 1;
         }
     }
     ran

@@ -238,6 +238,25 @@ impl Api {
             .await
     }
 
+    /// The bodies of the jobs waiting in the outbox (not yet relayed), shard by shard.
+    pub async fn outbox_jobs(&self) -> Vec<String> {
+        let mut bodies = Vec::new();
+        for shard in 0..storefront::jobs::outbox::SHARDS {
+            let query = storefront::store::Query::partition(
+                storefront::store::Index::Primary,
+                format!("OUTBOX#{shard}"),
+            )
+            .limit(1000);
+            let page = self.ctx.table.query(query).await.expect("the outbox");
+            bodies.extend(
+                page.items
+                    .iter()
+                    .map(|item| item.get_str("body").expect("a job body").to_owned()),
+            );
+        }
+        bodies
+    }
+
     /// The actions of one resource's audit history, newest first.
     pub async fn audit_history(&self, token: &str, resource: &str) -> Vec<String> {
         let reply = self
