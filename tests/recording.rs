@@ -184,37 +184,36 @@ impl Table for Recording {
     }
 }
 
-/// The jobs queue, recorded as `sqs:*` requests on `JobsQueue.Arn` under the [`Recording`]'s
-/// label.
+/// A queue, recorded as `sqs:*` requests on `queue` (`JobsQueue.Arn`, as template.yaml
+/// names it) under the [`Recording`]'s label.
 pub struct RecordingQueue {
     pub recording: Arc<Recording>,
     pub inner: Arc<dyn Queue>,
+    pub queue: &'static str,
 }
-
-const JOBS_QUEUE: &str = "JobsQueue.Arn";
 
 #[async_trait]
 impl Queue for RecordingQueue {
     async fn send(&self, message: Outgoing) -> Result<String, QueueError> {
-        self.recording.note("sqs:SendMessage", JOBS_QUEUE);
+        self.recording.note("sqs:SendMessage", self.queue);
         self.inner.send(message).await
     }
     async fn send_batch(&self, messages: Vec<Outgoing>) -> Result<Vec<Sent>, QueueError> {
         // SendMessageBatch is authorised as SendMessage.
-        self.recording.note("sqs:SendMessage", JOBS_QUEUE);
+        self.recording.note("sqs:SendMessage", self.queue);
         self.inner.send_batch(messages).await
     }
     async fn receive(&self, max: usize) -> Result<Vec<Received>, QueueError> {
-        self.recording.note("sqs:ReceiveMessage", JOBS_QUEUE);
+        self.recording.note("sqs:ReceiveMessage", self.queue);
         self.inner.receive(max).await
     }
     async fn ack(&self, receipt: &str) -> Result<(), QueueError> {
-        self.recording.note("sqs:DeleteMessage", JOBS_QUEUE);
+        self.recording.note("sqs:DeleteMessage", self.queue);
         self.inner.ack(receipt).await
     }
     async fn retry_after(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
         self.recording
-            .note("sqs:ChangeMessageVisibility", JOBS_QUEUE);
+            .note("sqs:ChangeMessageVisibility", self.queue);
         self.inner.retry_after(receipt, delay).await
     }
 }

@@ -60,6 +60,93 @@ pub enum Command {
     /// Add a new token signing key (it signs from now on; the previous one still verifies)
     /// and retire older ones. Locally, restart the server afterwards; with --aws, deploy.
     RotateKeys(RotateKeys),
+    /// Inspect or redrive a dead-letter queue of the data directory (stop the server first:
+    /// it holds the data directory while it runs).
+    Dlq(Dlq),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Dlq {
+    #[command(subcommand)]
+    pub action: DlqAction,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DlqAction {
+    /// Print the messages waiting in a dead-letter queue, oldest first, one a line:
+    /// its id and its job.
+    List {
+        #[arg(long, value_enum, default_value = "jobs")]
+        queue: DeadLetters,
+        /// The most messages printed.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Move messages of a dead-letter queue back to their queue, to be tried again.
+    Redrive {
+        #[arg(long, value_enum, default_value = "jobs")]
+        queue: DeadLetters,
+        /// Only this message (an id `dlq list` printed); every message without it.
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+/// The dead-letter queues of the local server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeadLetters {
+    /// The jobs queue's: events, webhook deliveries past their last attempt, refunds, …
+    Jobs,
+    /// The image worker's: upload notifications it could not handle.
+    ImageUploads,
+}
+
+/// Lists or redrives a dead-letter queue of the data directory; answers what to print.
+pub async fn dlq(options: &Options, dlq: &Dlq) -> anyhow::Result<String> {
+    let embedded = AppContext::embedded(
+        &options.data_dir,
+        "http://127.0.0.1:0",
+        RateLimits::default(),
+        Arc::new(SystemClock),
+    )?;
+    let pick = |queue: DeadLetters| match queue {
+        DeadLetters::Jobs => (&embedded.dead_letters, &embedded.jobs),
+        DeadLetters::ImageUploads => (&embedded.image_dead_letters, &embedded.image_uploads),
+    };
+    match &dlq.action {
+        DlqAction::List { queue, limit } => {
+            let (dead, _) = pick(*queue);
+            let listed = dead.list(*limit).await?;
+            let mut out = format!(
+                "{} message(s) in {}{}",
+                listed.len(),
+                dead.name(),
+                if listed.len() == *limit {
+                    " (more may follow: raise --limit)"
+                } else {
+                    ""
+                }
+            );
+            for message in listed {
+                out.push_str(&format!("\n{}\t{}", message.id, message.body));
+            }
+            Ok(out)
+        }
+        DlqAction::Redrive { queue, id } => {
+            let (dead, source) = pick(*queue);
+            let moved = dead.move_to(source, id.clone()).await?;
+            if moved == 0 {
+                if let Some(id) = id {
+                    anyhow::bail!("{} holds no message {id}", dead.name());
+                }
+            }
+            Ok(format!(
+                "{moved} message(s) moved from {} to {}; the server works them when it runs",
+                dead.name(),
+                source.name()
+            ))
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -179,6 +266,14 @@ pub struct Options {
     /// Stripe's API, or a fake of it such as localstripe.
     #[arg(long, env = "STOREFRONT_STRIPE_API_BASE", default_value = storefront::payments::stripe::DEFAULT_API_BASE)]
     pub stripe_api_base: String,
+    /// Let webhook endpoints be `http://127.0.0.1:…` (a receiver on this machine); never
+    /// any other private address.
+    #[arg(long, env = "STOREFRONT_WEBHOOK_ALLOW_LOOPBACK")]
+    pub webhook_allow_loopback: bool,
+    /// Seconds before each webhook delivery attempt, from the one before, comma-separated
+    /// (`0,1,1`); unset, Standard Webhooks' schedule (0, 5 s, 5 min, … 24 h).
+    #[arg(long, env = "STOREFRONT_WEBHOOK_RETRY_SCHEDULE", value_parser = retry_schedule)]
+    pub webhook_retry_schedule: Option<storefront::domain::RetrySchedule>,
     /// The most connections served at once; more wait to be accepted.
     #[arg(long, env = "STOREFRONT_MAX_CONNECTIONS", default_value_t = 512)]
     pub max_connections: usize,
@@ -198,6 +293,8 @@ impl Options {
             payment_window_s: storefront::config::DEFAULT_PAYMENT_WINDOW_S,
             stripe_secret_key: None,
             stripe_api_base: storefront::payments::stripe::DEFAULT_API_BASE.to_owned(),
+            webhook_allow_loopback: false,
+            webhook_retry_schedule: None,
             max_connections: 512,
             read_timeout_s: 30,
         }
@@ -217,6 +314,10 @@ fn non_empty_secret(raw: &str) -> Result<SecretString, String> {
         "" => Err("is empty; unset it to have one generated".into()),
         secret => Ok(SecretString::from(secret.to_owned())),
     }
+}
+
+fn retry_schedule(raw: &str) -> Result<storefront::domain::RetrySchedule, String> {
+    storefront::domain::RetrySchedule::parse(raw).map_err(|e| e.to_string())
 }
 
 /// Where the payment provider's webhook secret comes from.
@@ -261,6 +362,10 @@ impl Server {
         embedded.ctx.session_lifetime = storefront::config::session_lifetime()?;
         embedded.ctx.audit_retention = storefront::config::audit_retention()?;
         embedded.ctx.payment_window = chrono::Duration::seconds(options.payment_window_s);
+        embedded.ctx.webhooks = storefront::config::WebhookSettings {
+            schedule: options.webhook_retry_schedule.unwrap_or_default(),
+            allow_loopback: options.webhook_allow_loopback,
+        };
         let (payment_events, announced) = tokio::sync::mpsc::unbounded_channel();
         match options.stripe_secret_key {
             Some(key) => {
@@ -301,8 +406,7 @@ impl Server {
             stopped.clone(),
         ));
         let relay = tokio::spawn(storefront::jobs::outbox::run_relay(
-            embedded.ctx.table.clone(),
-            embedded.ctx.queue.clone(),
+            embedded.ctx.clone(),
             WORKER_POLL,
             stopped.clone(),
         ));

@@ -1,5 +1,6 @@
 //! `storefront-local`: the whole API on 127.0.0.1, on an embedded store that survives restarts.
-//! `storefront-local rotate-keys` rotates the token signing keys (locally or in SSM).
+//! `storefront-local rotate-keys` rotates the token signing keys (locally or in SSM);
+//! `storefront-local dlq list|redrive` inspects and redrives the dead-letter queues.
 
 use clap::Parser as _;
 use secrecy::ExposeSecret as _;
@@ -9,6 +10,18 @@ use storefront_local::{Cli, Command, Server};
 async fn main() -> std::process::ExitCode {
     storefront::telemetry::init("storefront-local");
     let cli = Cli::parse();
+    if let Some(Command::Dlq(dlq)) = &cli.command {
+        return match storefront_local::dlq(&cli.options, dlq).await {
+            Ok(message) => {
+                println!("{message}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("storefront-local: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::RotateKeys(rotate)) = cli.command {
         return match storefront_local::rotate_keys(&cli.options, &rotate).await {
             Ok(message) => {

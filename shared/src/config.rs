@@ -25,6 +25,21 @@ pub struct AwsConfig {
     pub images_url: Option<String>,
     /// `STOREFRONT_ORDER_PAYMENT_WINDOW_S`: see [`payment_window`].
     pub payment_window: chrono::Duration,
+    /// `STOREFRONT_DEAD_LETTER_QUEUE_URL`: the jobs queue's dead-letter queue, for the
+    /// functions that send a job there themselves (the outbox relay).
+    pub dead_letter_queue_url: Option<String>,
+    /// `STOREFRONT_WEBHOOK_RETRY_SCHEDULE`: see [`webhook_retry_schedule`]. On AWS an
+    /// endpoint is never allowed on loopback.
+    pub webhooks: WebhookSettings,
+}
+
+/// How webhook deliveries are made.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WebhookSettings {
+    pub schedule: crate::domain::RetrySchedule,
+    /// `STOREFRONT_WEBHOOK_ALLOW_LOOPBACK=true`, honoured by the local server alone:
+    /// endpoints may be `http://127.0.0.1:…`.
+    pub allow_loopback: bool,
 }
 
 /// Requests allowed per minute, shared by every instance through the table.
@@ -165,6 +180,22 @@ pub fn payment_window() -> Result<chrono::Duration, ConfigError> {
     .map(chrono::Duration::seconds)
 }
 
+/// `STOREFRONT_WEBHOOK_RETRY_SCHEDULE`: comma-separated seconds replacing Standard
+/// Webhooks' retry schedule (see [`crate::domain::RetrySchedule::parse`]).
+pub fn webhook_retry_schedule() -> Result<crate::domain::RetrySchedule, ConfigError> {
+    const NAME: &str = "STOREFRONT_WEBHOOK_RETRY_SCHEDULE";
+    match optional(NAME) {
+        None => Ok(crate::domain::RetrySchedule::default()),
+        Some(value) => {
+            crate::domain::RetrySchedule::parse(&value).map_err(|_| ConfigError::Malformed {
+                name: NAME,
+                value,
+                expected: "comma-separated whole seconds (at most 86400 each, 20 attempts)",
+            })
+        }
+    }
+}
+
 impl AwsConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
@@ -177,6 +208,11 @@ impl AwsConfig {
             s3_path_style: optional("STOREFRONT_S3_PATH_STYLE").is_some_and(|v| v == "true"),
             images_url: optional("STOREFRONT_IMAGES_URL"),
             payment_window: payment_window()?,
+            dead_letter_queue_url: optional("STOREFRONT_DEAD_LETTER_QUEUE_URL"),
+            webhooks: WebhookSettings {
+                schedule: webhook_retry_schedule()?,
+                allow_loopback: false,
+            },
         })
     }
 }

@@ -15,7 +15,7 @@ use crate::blobs::embedded::EmbeddedBlobs;
 use crate::blobs::s3::S3Blobs;
 use crate::blobs::Blobs;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{AwsConfig, RateLimits};
+use crate::config::{AwsConfig, RateLimits, WebhookSettings};
 use crate::credentials::files::load_or_create_key;
 use crate::credentials::tokens::KeyRing;
 use crate::ids::{IdGenerator, UlidGenerator};
@@ -33,7 +33,7 @@ use crate::store::Table;
 pub const JOBS_QUEUE: &str = "jobs";
 pub const JOBS_DLQ: &str = "jobs-dlq";
 pub const JOBS_MAX_RECEIVE_COUNT: u32 = 5;
-pub const JOBS_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(60);
+pub const JOBS_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(120);
 /// The queue the bucket's upload notifications go to, and its dead-letter queue (the image
 /// worker's; template.yaml says the same: visibility 6 x its 60 s timeout).
 pub const IMAGE_UPLOADS_QUEUE: &str = "image-uploads";
@@ -46,6 +46,9 @@ pub const LOCAL_BUCKET: &str = "storefront-local";
 pub struct AppContext {
     pub table: Arc<dyn Table>,
     pub queue: Arc<dyn Queue>,
+    /// The jobs queue's dead-letter queue, where a job that failed for good is sent (a
+    /// webhook delivery past its last attempt); only the outbox relay sends there.
+    pub dead_letters: Arc<dyn Queue>,
     pub blobs: Arc<dyn Blobs>,
     /// The payment provider: Stripe where a secret key is configured (the functions that
     /// call it, on AWS), the local provider in the local server and tests.
@@ -59,6 +62,8 @@ pub struct AppContext {
     pub audit_retention: chrono::Duration,
     /// How long an order waits for its payment before it is cancelled.
     pub payment_window: chrono::Duration,
+    /// How webhook deliveries are retried, and where they may go.
+    pub webhooks: WebhookSettings,
     /// The keys that verify access tokens (and sign them, in functions that issue them).
     pub keys: Arc<KeyRing>,
     /// The payment provider's webhook signing secret (`whsec_…`), where this process verifies
@@ -113,17 +118,24 @@ impl AppContext {
                 .build(),
         );
         let table = DynamoTable::new(dynamo, &config.table, clock.clone());
-        let queue: Arc<dyn Queue> = match &config.queue_url {
-            Some(url) => {
-                let sqs = aws_sdk_sqs::Client::from_conf(
-                    aws_sdk_sqs::config::Builder::from(sdk)
-                        .interceptor(xray.clone())
-                        .build(),
-                );
-                Arc::new(SqsQueue::new(sqs, url))
+        let sqs = aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(sdk)
+                .interceptor(xray.clone())
+                .build(),
+        );
+        let queue = |url: &Option<String>, setting: &'static str| -> Arc<dyn Queue> {
+            match url {
+                Some(url) => Arc::new(SqsQueue::new(sqs.clone(), url)),
+                None => Arc::new(crate::queue::Unconfigured(setting)),
             }
-            None => Arc::new(crate::queue::Unconfigured("STOREFRONT_QUEUE_URL")),
         };
+        let (queue, dead_letters) = (
+            queue(&config.queue_url, "STOREFRONT_QUEUE_URL"),
+            queue(
+                &config.dead_letter_queue_url,
+                "STOREFRONT_DEAD_LETTER_QUEUE_URL",
+            ),
+        );
         let blobs: Arc<dyn Blobs> = match &config.bucket {
             Some(bucket) => {
                 let s3 = aws_sdk_s3::Client::from_conf(
@@ -139,6 +151,7 @@ impl AppContext {
         Self {
             table: Arc::new(table),
             queue,
+            dead_letters,
             blobs,
             payments: Arc::new(Unconfigured),
             ids: Arc::new(UlidGenerator::new(clock.clone())),
@@ -148,6 +161,7 @@ impl AppContext {
             session_lifetime: config.session_lifetime,
             audit_retention: config.audit_retention,
             payment_window: config.payment_window,
+            webhooks: config.webhooks.clone(),
             keys: Arc::new(KeyRing::empty()),
             payment_webhook_secret: None,
             images_url: config.images_url.clone(),
@@ -195,6 +209,7 @@ impl AppContext {
             payments: Arc::new(local_payments.clone()),
             table,
             queue: Arc::new(jobs.clone()),
+            dead_letters: Arc::new(dead_letters.clone()),
             blobs: Arc::new(blobs.clone()),
             ids,
             started_at: clock.now(),
@@ -203,6 +218,7 @@ impl AppContext {
             session_lifetime: chrono::Duration::seconds(crate::config::DEFAULT_SESSION_LIFETIME_S),
             audit_retention: chrono::Duration::days(crate::config::DEFAULT_AUDIT_RETENTION_DAYS),
             payment_window: chrono::Duration::seconds(crate::config::DEFAULT_PAYMENT_WINDOW_S),
+            webhooks: WebhookSettings::default(),
         };
         Ok(Embedded {
             ctx,

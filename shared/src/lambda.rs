@@ -108,7 +108,7 @@ pub async fn handle_outbox_stream(ctx: &AppContext, event: StreamEvent) -> Dynam
     }
     let mut response = DynamoDbEventResponse::default();
     for (shard, first_record) in woken {
-        if let Err(e) = relay_shard(ctx.table.as_ref(), ctx.queue.as_ref(), shard).await {
+        if let Err(e) = relay_shard(ctx.table.as_ref(), ctx, shard).await {
             tracing::warn!(
                 shard,
                 error = format!("{e:#}"),
@@ -141,7 +141,7 @@ pub async fn handle_relay(
         RelayEvent::Stream(event) => Ok(handle_outbox_stream(ctx, event).await),
         RelayEvent::Sweep(_) => {
             // With its causes: the runtime reports only the error's own message.
-            let sent = relay_all(ctx.table.as_ref(), ctx.queue.as_ref())
+            let sent = relay_all(ctx.table.as_ref(), ctx)
                 .await
                 .map_err(|e| Error::from(format!("{e:#}")))?;
             if sent > 0 {

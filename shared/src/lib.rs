@@ -67,4 +67,5 @@ pub mod repo;
 pub mod routes;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;
 pub mod xray;

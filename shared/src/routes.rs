@@ -78,6 +78,12 @@ pub static ROUTES: &[Route] = &[
     route!(POST "/v1/orders/{id}/cancel" => "orders-cancel", role(Role::Customer), handlers::orders::cancel),
     route!(POST "/v1/orders/{id}/fulfil" => "orders-fulfil", role(Role::Staff), handlers::orders::fulfil),
     route!(POST "/v1/payments/webhook" => "payments-webhook", anyone, handlers::payments::webhook),
+    route!(POST "/v1/webhook-endpoints" => "webhook-endpoints-create", role(Role::Admin), handlers::webhook_endpoints::create),
+    route!(GET "/v1/webhook-endpoints" => "webhook-endpoints-list", role(Role::Admin), handlers::webhook_endpoints::list),
+    route!(PATCH "/v1/webhook-endpoints/{id}" => "webhook-endpoints-update", role(Role::Admin), handlers::webhook_endpoints::update),
+    route!(DELETE "/v1/webhook-endpoints/{id}" => "webhook-endpoints-delete", role(Role::Admin), handlers::webhook_endpoints::delete),
+    route!(GET "/v1/webhook-endpoints/{id}/deliveries" => "webhook-deliveries-list", role(Role::Admin), handlers::webhook_endpoints::deliveries),
+    route!(POST "/v1/webhook-endpoints/{id}/deliveries/{delivery_id}/retry" => "webhook-deliveries-retry", role(Role::Admin), handlers::webhook_endpoints::retry),
 ];
 
 /// The Lambda function behind API Gateway's `$default` route, which receives every request

@@ -59,7 +59,13 @@ pub fn expected(file: &str) -> Option<Expect> {
         | "orders-get.json"
         | "orders-cancel.json"
         | "orders-fulfil.json"
-        | "orders-payment.json" => Expect::Status(401),
+        | "orders-payment.json"
+        | "webhook-endpoints-create.json"
+        | "webhook-endpoints-list.json"
+        | "webhook-endpoints-update.json"
+        | "webhook-endpoints-delete.json"
+        | "webhook-deliveries-list.json"
+        | "webhook-deliveries-retry.json" => Expect::Status(401),
         // Anonymous reads of a shop that does not exist.
         "products-list.json" | "products-get.json" => Expect::Status(404),
         "worker.json" => Expect::Failures(&["2e1424d4-f796-459a-8184-9c92662be6da"]),
@@ -309,6 +315,13 @@ async fn every_signed_in_sample_event_succeeds_with_a_live_token_and_live_ids() 
         ("members-list.json", 200),
         ("audit-log-list.json", 200),
         ("api-keys-list.json", 200),
+        ("webhook-endpoints-create.json", 201),
+        ("webhook-endpoints-list.json", 200),
+        ("webhook-endpoints-update.json", 200),
+        ("webhook-deliveries-list.json", 200),
+        // Nothing was delivered to the new endpoint: the sample delivery names none.
+        ("webhook-deliveries-retry.json", 404),
+        ("webhook-endpoints-delete.json", 204),
         ("products-create.json", 201),
         ("products-list.json", 200),
         ("products-get.json", 200),
@@ -344,6 +357,22 @@ async fn every_signed_in_sample_event_succeeds_with_a_live_token_and_live_ids() 
             .await;
             let image_id = image["image_id"].as_str().expect("image id").to_owned();
             live.push(("img_01JD0000000000000000000000", image_id));
+        }
+        if file == "webhook-endpoints-update.json" {
+            // The endpoint the sample create registered, which the later events name.
+            let endpoints = call(
+                ctx,
+                http::Method::GET,
+                "/v1/webhook-endpoints",
+                &owner,
+                None,
+            )
+            .await;
+            let endpoint_id = endpoints["items"][0]["id"]
+                .as_str()
+                .expect("endpoint id")
+                .to_owned();
+            live.push(("whe_01JD0000000000000000000000", endpoint_id));
         }
         if file == "orders-list.json" {
             // The order the sample create placed, which the get and moves name.

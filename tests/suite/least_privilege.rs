@@ -157,7 +157,16 @@ async fn requests_of_every_flow() -> Flows {
     ctx.queue = Arc::new(RecordingQueue {
         recording: recording.clone(),
         inner: embedded.ctx.queue.clone(),
+        queue: "JobsQueue.Arn",
     });
+    ctx.dead_letters = Arc::new(RecordingQueue {
+        recording: recording.clone(),
+        inner: embedded.ctx.dead_letters.clone(),
+        queue: "JobsDeadLetterQueue.Arn",
+    });
+    // Deliveries go to a receiver on this machine.
+    ctx.webhooks.allow_loopback = true;
+    ctx.webhooks.schedule = storefront::domain::RetrySchedule::parse("0").unwrap();
     ctx.blobs = Arc::new(RecordingBlobs {
         recording: recording.clone(),
         inner: embedded.ctx.blobs.clone(),
@@ -195,6 +204,41 @@ async fn requests_of_every_flow() -> Flows {
     let tenant = shop["tenant"]["id"].as_str().unwrap().to_owned();
     let owner = shop["tokens"]["access_token"].as_str().unwrap().to_owned();
     let owner = owner.as_str();
+    // A webhook endpoint on a receiver of this machine, which hears of every event the
+    // flows above wrote once the worker fans them out below; its first answer is a 500.
+    let receiver = storefront_tests::receiver::Receiver::start(200).await;
+    receiver.then(&[500]);
+    h.call(
+        "webhook-endpoints-create",
+        Method::POST,
+        "/v1/webhook-endpoints",
+        Some(owner),
+        Some(json!({"url": receiver.url, "events": ["order.created"]})),
+        201,
+    )
+    .await;
+    let endpoints = h
+        .call(
+            "webhook-endpoints-list",
+            Method::GET,
+            "/v1/webhook-endpoints",
+            Some(owner),
+            None,
+            200,
+        )
+        .await;
+    let endpoint = endpoints["items"][0]["id"].as_str().unwrap().to_owned();
+    let every_event = json!({"events": storefront::domain::EVENT_TYPES});
+    h.call(
+        "webhook-endpoints-update",
+        Method::PATCH,
+        &format!("/v1/webhook-endpoints/{endpoint}"),
+        Some(owner),
+        Some(every_event),
+        200,
+    )
+    .await;
+
     let signup =
         json!({"tenant_id": tenant, "email": "bo@example.com", "password": password, "name": "Bo"});
     // A new account, then the same email again (refused by the email lock).
@@ -786,7 +830,7 @@ async fn requests_of_every_flow() -> Flows {
             .count();
     }
     h.as_function("outbox-relay");
-    let sent = outbox::relay_all(h.ctx.table.as_ref(), h.ctx.queue.as_ref())
+    let sent = outbox::relay_all(h.ctx.table.as_ref(), &h.ctx)
         .await
         .unwrap();
     // This job, and the catalogue flows' events and deletion jobs; not the unsendable one.
@@ -815,6 +859,107 @@ async fn requests_of_every_flow() -> Flows {
         storefront::jobs::process_batch(&h.ctx, &storefront::jobs::worker::Dispatcher, &messages)
             .await;
     assert!(outcome.failed.is_empty());
+
+    // The events' fan-out queued a delivery job each: relayed and run until nothing is
+    // left. The first attempt fails, and with one attempt scheduled its job is relayed to
+    // the dead-letter queue.
+    loop {
+        h.as_function("outbox-relay");
+        if outbox::relay_all(h.ctx.table.as_ref(), &h.ctx)
+            .await
+            .unwrap()
+            == 0
+        {
+            break;
+        }
+        h.as_function("worker");
+        let mut messages = Vec::new();
+        loop {
+            let batch = embedded.jobs.receive(10).await.unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            messages.extend(batch.into_iter().map(|m| JobMessage {
+                id: m.id,
+                body: m.body,
+                receive_count: m.receive_count,
+            }));
+        }
+        let outcome = storefront::jobs::process_batch(
+            &h.ctx,
+            &storefront::jobs::worker::Dispatcher,
+            &messages,
+        )
+        .await;
+        assert!(outcome.failed.is_empty());
+    }
+    assert!(
+        receiver.received().len() > 1,
+        "the endpoint heard of the events"
+    );
+    assert_eq!(embedded.dead_letters.len().await.unwrap(), 1);
+    // A delivery not yet due goes back to the queue with a delay.
+    h.as_function("worker");
+    let later = Job::Deliver {
+        tenant_id: tenant.clone(),
+        endpoint_id: endpoint.clone(),
+        event_id: "evt_01JD0000000000000000000000".into(),
+        attempt: 1,
+        not_before: Some(storefront::clock::rfc3339(
+            h.ctx.clock.now() + chrono::Duration::hours(1),
+        )),
+        manual: false,
+    };
+    let outcome = storefront::jobs::process_batch(
+        &h.ctx,
+        &storefront::jobs::worker::Dispatcher,
+        &[JobMessage {
+            id: "later".into(),
+            body: later.to_body().unwrap(),
+            receive_count: 1,
+        }],
+    )
+    .await;
+    assert!(outcome.failed.is_empty());
+    // The owner signed out above: signed in again for the shop's view of its deliveries.
+    let again = login(password, 200).await;
+    let owner = again["access_token"].as_str().unwrap();
+    let deliveries = h
+        .call(
+            "webhook-deliveries-list",
+            Method::GET,
+            &format!("/v1/webhook-endpoints/{endpoint}/deliveries?limit=100"),
+            Some(owner),
+            None,
+            200,
+        )
+        .await;
+    let dead = deliveries["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["outcome"] == "dead")
+        .and_then(|d| d["id"].as_str())
+        .expect("the dead delivery")
+        .to_owned();
+    h.call(
+        "webhook-deliveries-retry",
+        Method::POST,
+        &format!("/v1/webhook-endpoints/{endpoint}/deliveries/{dead}/retry"),
+        Some(owner),
+        None,
+        202,
+    )
+    .await;
+    h.call(
+        "webhook-endpoints-delete",
+        Method::DELETE,
+        &format!("/v1/webhook-endpoints/{endpoint}"),
+        Some(owner),
+        None,
+        204,
+    )
+    .await;
     let issuers = h
         .issuers
         .lock()

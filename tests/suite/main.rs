@@ -39,4 +39,5 @@ mod queue_conformance;
 mod rie;
 mod routes_agree;
 mod table_conformance;
+mod webhooks;
 mod xray;

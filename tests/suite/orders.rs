@@ -35,7 +35,7 @@ conformance!(embedded, dynamo;
 
 const PASSWORD: &str = "a long passphrase";
 
-async fn product(api: &Api, shop: &Shop, sku: &str, price: i64, stock: i64) -> String {
+pub(crate) async fn product(api: &Api, shop: &Shop, sku: &str, price: i64, stock: i64) -> String {
     let body = json!({"sku": sku, "name": format!("Tea {sku}"), "description": "", "price": {"amount": price, "currency": "eur"}, "stock": stock});
     let reply = api.post("/v1/products", Some(&shop.owner), body).await;
     assert_eq!(reply.status, 201, "{:?}", reply.body);
@@ -51,7 +51,7 @@ async fn stock_of(api: &Api, shop: &Shop, product_id: &str) -> i64 {
 }
 
 /// A customer of the shop, signed in: their token and user id.
-async fn customer(api: &Api, shop: &Shop, email: &str) -> (String, String) {
+pub(crate) async fn customer(api: &Api, shop: &Shop, email: &str) -> (String, String) {
     let reply = api.signup(&shop.tenant_id, email).await;
     assert_eq!(reply.status, 201, "{:?}", reply.body);
     (
@@ -72,7 +72,7 @@ async fn order_with_key(api: &Api, token: &str, key: &str, items: Value) -> Repl
     .await
 }
 
-async fn order(api: &Api, token: &str, items: Value) -> Reply {
+pub(crate) async fn order(api: &Api, token: &str, items: Value) -> Reply {
     let key = format!("key-{}", ulid::Ulid::new());
     order_with_key(api, token, &key, items).await
 }
@@ -721,15 +721,15 @@ async fn the_local_server_expires_an_unpaid_order_on_its_timer() {
     local.server.stop().await;
 }
 
-const WEBHOOK_SECRET: &str = "whsec_test_orders_suite";
+pub(crate) const WEBHOOK_SECRET: &str = "whsec_test_orders_suite";
 
-fn with_webhook_secret(mut api: Api) -> Api {
+pub(crate) fn with_webhook_secret(mut api: Api) -> Api {
     api.ctx.payment_webhook_secret = Some(secrecy::SecretString::from(WEBHOOK_SECRET));
     api
 }
 
 /// A Stripe event of `kind` about `object`, signed at `at` (unix seconds) with `secret`.
-async fn stripe_event(
+pub(crate) async fn stripe_event(
     api: &Api,
     id: &str,
     kind: &str,
@@ -761,12 +761,12 @@ async fn stripe_event(
     }
 }
 
-async fn send(api: &Api, id: &str, kind: &str, object: Value) -> Reply {
+pub(crate) async fn send(api: &Api, id: &str, kind: &str, object: Value) -> Reply {
     let now = api.clock.now().timestamp();
     stripe_event(api, id, kind, object, now, WEBHOOK_SECRET).await
 }
 
-fn intent(shop: &Shop, order_id: &str, amount: i64) -> Value {
+pub(crate) fn intent(shop: &Shop, order_id: &str, amount: i64) -> Value {
     json!({"id": "pi_test_1", "object": "payment_intent", "amount": amount, "currency": "eur",
            "metadata": {"order_id": order_id, "tenant_id": shop.tenant_id}})
 }
@@ -777,7 +777,7 @@ fn charge(shop: &Shop, order_id: &str, amount: i64) -> Value {
            "metadata": {"order_id": order_id, "tenant_id": shop.tenant_id}})
 }
 
-async fn placed_order(api: &Api, shop: &Shop) -> (String, String) {
+pub(crate) async fn placed_order(api: &Api, shop: &Shop) -> (String, String) {
     let green = product(api, shop, "GREEN", 1250, 10).await;
     let (token, _) = customer(api, shop, "grace@example.com").await;
     let placed = order(api, &token, json!([{"product_id": green, "quantity": 2}])).await;

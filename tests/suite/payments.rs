@@ -15,7 +15,7 @@ const PASSWORD: &str = "a long passphrase";
 const WEBHOOK_SECRET: &str = "whsec_payments_suite";
 
 /// The tools venv's bin directory (.ci/setup), where localstripe and Python live.
-fn tools_bin() -> PathBuf {
+pub(crate) fn tools_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("STOREFRONT_LOCALSTRIPE") {
         if let Some(dir) = PathBuf::from(path).parent() {
             return dir.to_owned();

@@ -123,6 +123,18 @@ typed_id!(
     IdKind::Image,
     "an image id"
 );
+typed_id!(
+    /// A shop's webhook endpoint: `whe_…`.
+    EndpointId,
+    IdKind::WebhookEndpoint,
+    "a webhook endpoint id"
+);
+typed_id!(
+    /// One attempt to deliver an event to a webhook endpoint: `dlv_…`.
+    DeliveryId,
+    IdKind::Delivery,
+    "a delivery id"
+);
 
 #[cfg(test)]
 mod tests {

@@ -18,6 +18,22 @@ pub enum Job {
     /// Asks the payment provider to give back an order's payment (its `refund` says how
     /// much), once: the provider's idempotency key is the order's.
     Refund { tenant_id: String, order_id: String },
+    /// Makes attempt `attempt` (1-based) to deliver an event to one webhook endpoint, not
+    /// before `not_before` (RFC 3339; absent, at once). The event itself waits in the
+    /// table, in the endpoint's message for it; each attempt is claimed there, so a
+    /// duplicated job delivers nothing twice.
+    Deliver {
+        tenant_id: String,
+        endpoint_id: String,
+        event_id: String,
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        not_before: Option<String>,
+        /// Asked for by the shop (`POST …/retry`): a failure schedules no further attempts
+        /// and goes to no dead-letter queue.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        manual: bool,
+    },
 }
 
 impl Job {

@@ -10,15 +10,20 @@ mod jobs;
 mod money;
 mod orders;
 pub mod search;
+mod webhooks;
 
 pub use caller::{Caller, Principal};
 pub use catalog::{price_in_shop_currency, Description, ProductName, Sku, Stock};
 pub use email::Email;
 pub use identity::{Password, PersonName, Role, TenantName};
-pub use ids::{ApiKeyId, ImageId, OrderId, ProductId, SessionId, TenantId, TypedId, UserId};
+pub use ids::{
+    ApiKeyId, DeliveryId, EndpointId, ImageId, OrderId, ProductId, SessionId, TenantId, TypedId,
+    UserId,
+};
 pub use jobs::{Event, EventData, Job};
 pub use money::{Currency, Money, MAX_AMOUNT};
 pub use orders::{Cart, IllegalMove, Move, OrderStatus, Quantity};
+pub use webhooks::{EventTypes, RetrySchedule, EVENT_TYPES};
 
 /// Why a value was refused, worded for the client (it becomes a 422 `errors` entry).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -14,6 +14,7 @@ pub mod product_images;
 pub mod products;
 pub mod sessions;
 pub mod tenants;
+pub mod webhook_endpoints;
 
 use crate::catalog::{CatalogError, MAX_IMAGES};
 use crate::http::{ApiError, FieldError};

@@ -83,8 +83,15 @@ pub async fn process_batch(
     BatchOutcome { failed }
 }
 
+/// The most messages the local server's consumer works on at once.
+pub const MAX_IN_FLIGHT: usize = 64;
+
 /// The local server's consumer: receive, process, ack what succeeded, until `shutdown`.
 /// What failed is left alone, to come back after the visibility timeout as on SQS.
+///
+/// Each message runs as its own task, up to [`MAX_IN_FLIGHT`] at once, and the loop goes
+/// on receiving while they run: one slow message (a webhook endpoint taking its 15 s)
+/// holds back nothing but itself, as Lambda's concurrent batches do on AWS.
 pub async fn run_queue(
     ctx: AppContext,
     queue: Arc<dyn Queue>,
@@ -92,8 +99,19 @@ pub async fn run_queue(
     idle: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let mut running = tokio::task::JoinSet::new();
     while !*shutdown.borrow() {
-        let received = match queue.receive(MAX_BATCH).await {
+        while running.try_join_next().is_some() {}
+        let free = slots.available_permits().min(MAX_BATCH);
+        if free == 0 {
+            tokio::select! {
+                _ = running.join_next() => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        let received = match queue.receive(free).await {
             Ok(received) => received,
             Err(e) => {
                 tracing::error!(error = %e, "receiving jobs failed");
@@ -107,19 +125,27 @@ pub async fn run_queue(
             }
             continue;
         }
-        let messages: Vec<JobMessage> = received
-            .iter()
-            .map(|r| JobMessage {
-                id: r.id.clone(),
-                body: r.body.clone(),
-                receive_count: r.receive_count,
-            })
-            .collect();
-        let outcome = process_batch(&ctx, worker.as_ref(), &messages).await;
-        for message in received.iter().filter(|r| !outcome.failed.contains(&r.id)) {
-            if let Err(e) = queue.ack(&message.receipt).await {
-                tracing::warn!(error = %e, message_id = %message.id, "acknowledging a job failed; it may run again");
-            }
+        for message in received {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let (ctx, queue, worker) = (ctx.clone(), queue.clone(), worker.clone());
+            running.spawn(async move {
+                let job = JobMessage {
+                    id: message.id.clone(),
+                    body: message.body.clone(),
+                    receive_count: message.receive_count,
+                };
+                let outcome = process_batch(&ctx, worker.as_ref(), std::slice::from_ref(&job)).await;
+                if outcome.failed.is_empty() {
+                    if let Err(e) = queue.ack(&message.receipt).await {
+                        tracing::warn!(error = %e, message_id = %message.id, "acknowledging a job failed; it may run again");
+                    }
+                }
+                drop(permit);
+            });
         }
     }
+    // Jobs in flight finish (a delivery within its timeout) before the loop returns.
+    while running.join_next().await.is_some() {}
 }

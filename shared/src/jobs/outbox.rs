@@ -22,6 +22,8 @@ use anyhow::Context as _;
 
 use crate::queue::{Outgoing, Queue, Sent, MAX_BATCH};
 use crate::repo::outbox::{partition, Pending, DEAD_PREFIX};
+
+pub use crate::repo::outbox::{enqueue_to, Destination};
 use crate::store::{Condition, Index, Item, Key, Query, StoreError, Table, Transaction};
 
 pub use crate::repo::outbox::{enqueue, shard_of, shard_of_partition, SHARDS};
@@ -30,12 +32,47 @@ pub use crate::repo::outbox::{enqueue, shard_of, shard_of_partition, SHARDS};
 /// Lambda timeout; the next wake-up or sweep goes on where it stopped.
 pub const MAX_BATCHES_PER_CALL: usize = 20;
 
+/// The queues the relay sends to, by [`Destination`].
+pub trait Queues: Send + Sync {
+    fn queue(&self, destination: Destination) -> &dyn Queue;
+}
+
+/// One queue takes every destination (tests, and tools that relay into one queue).
+impl<Q: Queue> Queues for Q {
+    fn queue(&self, _: Destination) -> &dyn Queue {
+        self
+    }
+}
+
+impl Queues for dyn Queue {
+    fn queue(&self, _: Destination) -> &dyn Queue {
+        self
+    }
+}
+
+impl Queues for crate::context::AppContext {
+    fn queue(&self, destination: Destination) -> &dyn Queue {
+        match destination {
+            Destination::Jobs => self.queue.as_ref(),
+            Destination::DeadLetters => self.dead_letters.as_ref(),
+        }
+    }
+}
+
+/// An outbox item ready to send.
+struct Ready<'a> {
+    key: Key,
+    item: &'a Item,
+    destination: Destination,
+    message: Outgoing,
+}
+
 /// Sends the jobs waiting in `shard`, oldest first, up to [`MAX_BATCHES_PER_CALL`]
 /// batches, and says how many it sent.
-#[tracing::instrument(skip(table, queue))]
+#[tracing::instrument(skip(table, queues))]
 pub async fn relay_shard(
     table: &dyn Table,
-    queue: &dyn Queue,
+    queues: &(impl Queues + ?Sized),
     shard: u32,
 ) -> anyhow::Result<usize> {
     let mut sent = 0;
@@ -47,51 +84,66 @@ pub async fn relay_shard(
         if page.items.is_empty() {
             break;
         }
-        let mut keys = Vec::with_capacity(page.items.len());
-        let mut sendable_items = Vec::with_capacity(page.items.len());
-        let mut messages = Vec::with_capacity(page.items.len());
+        let mut ready = Vec::with_capacity(page.items.len());
         for item in &page.items {
             let key = item.key()?;
             match sendable(item) {
-                Ok(message) => {
-                    keys.push(key);
-                    sendable_items.push(item);
-                    messages.push(message);
-                }
+                Ok((destination, message)) => ready.push(Ready {
+                    key,
+                    item,
+                    destination,
+                    message,
+                }),
                 Err(reason) => park(table, item, shard, &reason).await?,
             }
         }
-        if !messages.is_empty() {
-            let outcomes = queue
+        let mut held_back = Vec::new();
+        for destination in [Destination::Jobs, Destination::DeadLetters] {
+            let batch: Vec<&Ready> = ready
+                .iter()
+                .filter(|r| r.destination == destination)
+                .collect();
+            if batch.is_empty() {
+                continue;
+            }
+            let messages = batch.iter().map(|r| r.message.clone()).collect();
+            let outcomes = queues
+                .queue(destination)
                 .send_batch(messages)
                 .await
-                .with_context(|| format!("sending {} outbox jobs of shard {shard}", keys.len()))?;
-            let mut held_back = Vec::new();
+                .with_context(|| {
+                    format!(
+                        "sending {} outbox jobs of shard {shard} to {destination:?}",
+                        batch.len()
+                    )
+                })?;
             let mut sent_now = 0;
             // Each entry on its own: what was accepted is cleared (and never sent again),
             // what SQS says can never be sent is parked, and the rest waits for a retry.
-            for ((key, item), outcome) in keys.iter().zip(&sendable_items).zip(outcomes) {
+            for (ready, outcome) in batch.iter().zip(outcomes) {
                 match outcome {
                     Sent::Accepted(_) => {
-                        clear(table, key).await?;
+                        clear(table, &ready.key).await?;
                         sent_now += 1;
                     }
                     Sent::Refused {
                         reason,
                         permanent: true,
-                    } => park(table, item, shard, &reason).await?,
-                    Sent::Refused { reason, .. } => held_back.push(format!("{}: {reason}", key.sk)),
+                    } => park(table, ready.item, shard, &reason).await?,
+                    Sent::Refused { reason, .. } => {
+                        held_back.push(format!("{}: {reason}", ready.key.sk))
+                    }
                 }
             }
             sent += sent_now;
-            tracing::info!(shard, count = sent_now, "outbox jobs sent");
-            if !held_back.is_empty() {
-                anyhow::bail!(
-                    "the queue refused {} outbox jobs of shard {shard} for now (they stay in the outbox): {}",
-                    held_back.len(),
-                    held_back.join("; ")
-                );
-            }
+            tracing::info!(shard, ?destination, count = sent_now, "outbox jobs sent");
+        }
+        if !held_back.is_empty() {
+            anyhow::bail!(
+                "the queue refused {} outbox jobs of shard {shard} for now (they stay in the outbox): {}",
+                held_back.len(),
+                held_back.join("; ")
+            );
         }
         if page.next.is_none() {
             // The page was the rest of the shard: no need to ask again.
@@ -109,12 +161,12 @@ async fn clear(table: &dyn Table, key: &Key) -> anyhow::Result<()> {
     }
 }
 
-/// The message an outbox item becomes, or why it can never be one.
-fn sendable(item: &Item) -> Result<Outgoing, String> {
+/// The message an outbox item becomes and where it goes, or why it can never be one.
+fn sendable(item: &Item) -> Result<(Destination, Outgoing), String> {
     let pending: Pending = item.record().map_err(|e| e.to_string())?;
     let message = Outgoing::new(pending.body);
     crate::queue::validate(&message).map_err(|e| e.to_string())?;
-    Ok(message)
+    Ok((pending.destination, message))
 }
 
 /// Moves an item that can never be sent out of its shard, keeping it (and why) for an
@@ -139,12 +191,15 @@ async fn park(table: &dyn Table, item: &Item, shard: u32, reason: &str) -> anyho
 
 /// Drains every shard once (the local server's loop, and the sweep on AWS), and fails after
 /// trying them all if any failed.
-pub async fn relay_all(table: &dyn Table, queue: &dyn Queue) -> anyhow::Result<usize> {
+pub async fn relay_all(
+    table: &dyn Table,
+    queues: &(impl Queues + ?Sized),
+) -> anyhow::Result<usize> {
     let mut sent = 0;
     let mut failed = Vec::new();
     // Every shard gets its turn: one that fails must not hold back the ones after it.
     for shard in 0..SHARDS {
-        match relay_shard(table, queue, shard).await {
+        match relay_shard(table, queues, shard).await {
             Ok(n) => sent += n,
             Err(e) => failed.push(format!("{e:#}")),
         }
@@ -161,13 +216,12 @@ pub async fn relay_all(table: &dyn Table, queue: &dyn Queue) -> anyhow::Result<u
 /// The local server's relay: drains the outbox, then waits `idle` for more, until
 /// `shutdown`. What it fails to send stays in the table and is tried again next round.
 pub async fn run_relay(
-    table: std::sync::Arc<dyn Table>,
-    queue: std::sync::Arc<dyn Queue>,
+    ctx: crate::context::AppContext,
     idle: std::time::Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     while !*shutdown.borrow() {
-        if let Err(e) = relay_all(table.as_ref(), queue.as_ref()).await {
+        if let Err(e) = relay_all(ctx.table.as_ref(), &ctx).await {
             tracing::error!(error = format!("{e:#}"), "outbox relay failed; retrying");
         }
         tokio::select! {

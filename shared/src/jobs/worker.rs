@@ -30,10 +30,29 @@ impl Worker for Dispatcher {
                     tracing::info!(key, "blob deleted");
                 }
             }
-            // Published: the event has left the outbox and reached the jobs queue, which is
-            // where its consumers (webhook deliveries and customer emails) take it from.
+            // The event has left the outbox: each webhook endpoint subscribed to it gets
+            // its own delivery, once however often the queue brings the event.
             Job::Event { event } => {
-                tracing::info!(event_id = %event.id, event_type = %event.kind, "event published");
+                let endpoints = crate::webhooks::fan_out(ctx, &event).await?;
+                tracing::info!(event_id = %event.id, event_type = %event.kind, endpoints, "event published");
+            }
+            Job::Deliver {
+                tenant_id,
+                endpoint_id,
+                event_id,
+                attempt,
+                not_before,
+                manual,
+            } => {
+                let request = crate::webhooks::delivery::Request {
+                    tenant_id,
+                    endpoint_id,
+                    event_id,
+                    attempt,
+                    not_before,
+                    manual,
+                };
+                crate::webhooks::delivery::attempt(ctx, request).await?
             }
             Job::Refund {
                 tenant_id,

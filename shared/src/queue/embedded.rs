@@ -178,6 +178,92 @@ impl EmbeddedQueue {
     }
 }
 
+/// A message as an operator sees it, without receiving it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub id: String,
+    pub body: String,
+    /// When it is (or was) next visible, epoch milliseconds.
+    pub visible_at_ms: i64,
+    pub receive_count: u32,
+}
+
+/// Every message of `queue`, oldest id first, up to `max`.
+fn list_all(
+    tx: &WriteTransaction,
+    queue: &str,
+    max: usize,
+) -> Result<Vec<(String, Record)>, QueueError> {
+    let messages = tx.open_table(MESSAGES).map_err(backend)?;
+    let end = format!("{queue}\0");
+    let range = messages
+        .range::<(&str, &str)>((queue, "")..(end.as_str(), ""))
+        .map_err(backend)?;
+    let mut found = Vec::new();
+    for entry in range.take(max) {
+        let (key, value) = entry.map_err(backend)?;
+        let id = key.value().1.to_owned();
+        let record: Record = serde_json::from_slice(value.value()).map_err(|e| {
+            QueueError::Backend(anyhow::anyhow!("stored message {id} does not decode: {e}"))
+        })?;
+        found.push((id, record));
+    }
+    Ok(found)
+}
+
+impl EmbeddedQueue {
+    /// Up to `max` messages of the queue, oldest first, left where they are (what an
+    /// operator inspects in a dead-letter queue).
+    pub async fn list(&self, max: usize) -> Result<Vec<Listed>, QueueError> {
+        self.blocking(move |db, name, _, _| {
+            let tx = db.begin_write().map_err(backend)?;
+            let listed = list_all(&tx, name, max)?
+                .into_iter()
+                .map(|(id, record)| Listed {
+                    id,
+                    body: record.body,
+                    visible_at_ms: record.visible_at_ms,
+                    receive_count: record.receive_count,
+                })
+                .collect();
+            tx.abort().map_err(backend)?;
+            Ok(listed)
+        })
+        .await
+    }
+
+    /// Moves this queue's messages (every one, or only `id`) to `target`, visible at once
+    /// and with their receive counts reset, in one transaction, as SQS's message move task
+    /// redrives a dead-letter queue; answers how many moved.
+    pub async fn move_to(
+        &self,
+        target: &EmbeddedQueue,
+        id: Option<String>,
+    ) -> Result<usize, QueueError> {
+        let target = target.name.clone();
+        self.blocking(move |db, name, _, now| {
+            let tx = db.begin_write().map_err(backend)?;
+            let chosen: Vec<(String, Record)> = list_all(&tx, name, usize::MAX)?
+                .into_iter()
+                .filter(|(found, _)| id.as_ref().is_none_or(|id| id == found))
+                .collect();
+            for (id, old) in &chosen {
+                store(&tx, name, id, Some(old), None)?;
+                let moved = Record {
+                    body: old.body.clone(),
+                    visible_at_ms: now,
+                    receive_count: 0,
+                    receipt: String::new(),
+                };
+                store(&tx, &target, id, None, Some(&moved))?;
+            }
+            tx.commit().map_err(backend)?;
+            Ok(chosen.len())
+        })
+        .await
+    }
+}
+
 fn enqueue(
     tx: &WriteTransaction,
     queue: &str,

@@ -11,6 +11,7 @@ pub mod rate_limits;
 pub mod sessions;
 pub mod tenants;
 pub mod users;
+pub mod webhooks;
 
 use serde::de::DeserializeOwned;
 

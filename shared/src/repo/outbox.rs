@@ -17,12 +17,27 @@ pub const SHARDS: u32 = 8;
 const PREFIX: &str = "OUTBOX#";
 pub(crate) const DEAD_PREFIX: &str = "OUTBOX_DEAD#";
 
+/// The queue an outbox item is relayed to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Destination {
+    /// The jobs queue, which the worker consumes (every job, unless it says otherwise).
+    #[default]
+    Jobs,
+    /// The jobs queue's dead-letter queue: a job that has failed for good (a webhook
+    /// delivery past its last attempt), kept for an operator to inspect and redrive.
+    DeadLetters,
+}
+
 /// One job waiting to be sent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Pending {
     /// The job as the queue will carry it.
     pub(crate) body: String,
     pub(crate) created_at: String,
+    /// Items written before destinations existed carry none: they go to the jobs queue.
+    #[serde(default)]
+    pub(crate) destination: Destination,
 }
 
 /// The shard a tenant's jobs go to: stable across builds, and spreading tenants evenly.
@@ -55,6 +70,17 @@ pub fn enqueue(
     tenant_id: &str,
     now: DateTime<Utc>,
 ) -> Result<TxOp, StoreError> {
+    enqueue_to(Destination::Jobs, job, message_id, tenant_id, now)
+}
+
+/// [`enqueue`] for the queue `destination` names.
+pub fn enqueue_to(
+    destination: Destination,
+    job: &Job,
+    message_id: &str,
+    tenant_id: &str,
+    now: DateTime<Utc>,
+) -> Result<TxOp, StoreError> {
     let body = job
         .to_body()
         .map(crate::queue::json_for_sqs)
@@ -64,6 +90,7 @@ pub fn enqueue(
     let pending = Pending {
         body,
         created_at: crate::clock::rfc3339(now),
+        destination,
     };
     let item =
         Item::new(&Key::new(partition(shard_of(tenant_id)), message_id)).with_record(&pending)?;

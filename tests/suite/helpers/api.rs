@@ -100,6 +100,8 @@ pub async fn dynamo() -> Api {
         s3_path_style: true,
         images_url: Some("https://images.example.test".to_owned()),
         payment_window: chrono::Duration::seconds(storefront::config::DEFAULT_PAYMENT_WINDOW_S),
+        dead_letter_queue_url: None,
+        webhooks: Default::default(),
     };
     let mut ctx = AppContext::aws(&sdk, &config, clock.clone() as Arc<dyn Clock>);
     // The local payment provider, over DynamoDB here (Stripe's adapter has its own test).

@@ -1,0 +1,13 @@
+//! Lambda `webhook-deliveries-list`: `GET /v1/webhook-endpoints/{id}/deliveries`.
+
+use storefront::context::AppContext;
+use storefront::lambda::{serve_http, Error};
+
+const FUNCTION: &str = "webhook-deliveries-list";
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    storefront::telemetry::init(FUNCTION);
+    let ctx = AppContext::from_env().await?;
+    serve_http(ctx, FUNCTION).await
+}

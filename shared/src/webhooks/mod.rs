@@ -1,0 +1,171 @@
+//! Webhooks: a shop's endpoints, and the events Storefront delivers to them.
+//!
+//! An event leaves the outbox for the jobs queue; the worker fans it out ([`fan_out`]):
+//! in one transaction, a message per subscribed endpoint (`repo::webhooks`) and a
+//! delivery job for each, so an event delivered twice to the worker fans out once.
+//! Each job makes one attempt ([`delivery::attempt`]), signed as Standard Webhooks
+//! asks, through the SSRF [`guard`]; a failure schedules the next attempt, through the
+//! outbox again, on the retry schedule; the last failure sends the job to the dead-letter
+//! queue. A per-endpoint circuit breaker holds deliveries to an endpoint that keeps
+//! failing, without counting them as attempts.
+
+pub mod delivery;
+pub mod guard;
+
+use crate::config::WebhookSettings;
+use crate::context::AppContext;
+use crate::domain::{EndpointId, Event, Invalid, Job, TenantId};
+use crate::repo::webhooks::{self as repo, Message, MessageState};
+use crate::store::{Transaction, TransactionError};
+
+/// The most endpoints a shop may have (Stripe allows as many).
+pub const MAX_ENDPOINTS: usize = 16;
+
+/// The policy deliveries follow under `settings`.
+pub fn policy(settings: &WebhookSettings) -> guard::Policy {
+    guard::Policy {
+        allow_loopback: settings.allow_loopback,
+    }
+}
+
+/// An endpoint URL as given at registration: a well-formed https URL that names no
+/// address Storefront may not reach (checked again at every delivery, after resolving).
+pub fn endpoint_url(raw: &str, settings: &WebhookSettings) -> Result<url::Url, Invalid> {
+    let url =
+        url::Url::parse(raw.trim()).map_err(|e| Invalid(format!("is not an absolute URL: {e}")))?;
+    guard::check_url(&url, policy(settings)).map_err(|e| Invalid(e.to_string()))?;
+    Ok(url)
+}
+
+/// When an item written now expires: messages and attempts are kept
+/// [`repo::RETENTION_DAYS`].
+fn expiry(ctx: &AppContext) -> i64 {
+    (ctx.clock.now() + chrono::Duration::days(repo::RETENTION_DAYS)).timestamp()
+}
+
+/// Creates the shop's messages for `event`, one per endpoint subscribed to its type, each
+/// with its first delivery job; answers how many. An event fanned out before (the queue
+/// delivered it twice) writes nothing.
+#[tracing::instrument(skip_all, fields(event_id = %event.id, event_type = %event.kind))]
+pub async fn fan_out(ctx: &AppContext, event: &Event) -> anyhow::Result<usize> {
+    let endpoints: Vec<_> =
+        repo::all_of_tenant(ctx.table.as_ref(), &event.tenant_id, MAX_ENDPOINTS * 2)
+            .await?
+            .into_iter()
+            .filter(|endpoint| endpoint.subscribes_to(&event.kind))
+            .collect();
+    if endpoints.is_empty() {
+        return Ok(0);
+    }
+    let payload = serde_json::to_string(event)?;
+    let expires_at = expiry(ctx);
+    let mut tx = Transaction::new();
+    tx.add(
+        "the fan-out",
+        repo::fan_out_marker(&event.tenant_id, &event.id, expires_at),
+    )?;
+    for endpoint in &endpoints {
+        let message = Message {
+            event_id: event.id.clone(),
+            event_type: event.kind.clone(),
+            payload: payload.clone(),
+            created_at: crate::clock::rfc3339(ctx.clock.now()),
+            completed: 0,
+            state: MessageState::Pending,
+            lease_until_ms: None,
+        };
+        tx.add(
+            "a message",
+            repo::new_message(&event.tenant_id, endpoint.id.as_str(), &message, expires_at)?,
+        )?;
+        let job = Job::Deliver {
+            tenant_id: event.tenant_id.clone(),
+            endpoint_id: endpoint.id.to_string(),
+            event_id: event.id.clone(),
+            attempt: 1,
+            not_before: None,
+            manual: false,
+        };
+        tx.add(
+            "a delivery job",
+            crate::events::queue(ctx, &event.tenant_id, &job)?,
+        )?;
+    }
+    match tx.commit(ctx.table.as_ref()).await {
+        Ok(()) => {
+            tracing::info!(endpoints = endpoints.len(), "event fanned out");
+            Ok(endpoints.len())
+        }
+        Err(TransactionError::Refused("the fan-out")) => {
+            tracing::info!("event fanned out before; nothing to do");
+            Ok(0)
+        }
+        Err(e) => Err(e.into_store().into()),
+    }
+}
+
+/// Why a shop's retry of a delivery was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    #[error("no such delivery")]
+    NotFound,
+    #[error("the endpoint is disabled")]
+    Disabled,
+    #[error("an attempt of this event is in flight")]
+    InFlight,
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Sends the event of delivery `delivery_id` to its endpoint again, now, as a new attempt:
+/// answers the event id and the attempt's number. The shop's audit entry comes in
+/// `alongside`.
+pub async fn retry(
+    ctx: &AppContext,
+    tenant_id: &TenantId,
+    endpoint_id: &EndpointId,
+    delivery_id: &str,
+    alongside: Transaction<&'static str>,
+) -> Result<(String, u32), RetryError> {
+    let table = ctx.table.as_ref();
+    let attempt = repo::attempt(table, tenant_id, endpoint_id.as_str(), delivery_id)
+        .await?
+        .ok_or(RetryError::NotFound)?;
+    let (endpoint, message) =
+        repo::endpoint_and_message(table, tenant_id, endpoint_id.as_str(), &attempt.event_id)
+            .await?;
+    let endpoint = endpoint.ok_or(RetryError::NotFound)?;
+    // The message expired with its retention: there is nothing left to send.
+    let message = message.ok_or(RetryError::NotFound)?;
+    if endpoint.disabled {
+        return Err(RetryError::Disabled);
+    }
+    let next = message.completed + 1;
+    let now_ms = ctx.clock.now().timestamp_millis();
+    let job = Job::Deliver {
+        tenant_id: tenant_id.to_string(),
+        endpoint_id: endpoint_id.to_string(),
+        event_id: message.event_id.clone(),
+        attempt: next,
+        not_before: None,
+        manual: true,
+    };
+    let mut tx = alongside;
+    tx.add(
+        "the message",
+        repo::reopen(
+            repo::message_key(tenant_id, endpoint_id.as_str(), &message.event_id),
+            message.completed,
+            now_ms,
+        ),
+    )?
+    .add(
+        "the delivery job",
+        crate::events::queue(ctx, tenant_id, &job)?,
+    )?;
+    match tx.commit(table).await {
+        Ok(()) => Ok((message.event_id, next)),
+        Err(TransactionError::Refused("the message")) => Err(RetryError::InFlight),
+        Err(e) => Err(e.into_store().into()),
+    }
+}
