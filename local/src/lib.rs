@@ -383,6 +383,18 @@ impl Server {
                 embedded.ctx.payments = Arc::new(embedded.local_payments.clone());
             }
         }
+        // Jobs the last run received but never finished (it was killed) come back now
+        // rather than after their visibility timeout: this process holds the queues alone.
+        for queue in [&embedded.jobs, &embedded.image_uploads] {
+            let released = queue.release_in_flight().await?;
+            if released > 0 {
+                tracing::info!(
+                    queue = queue.name(),
+                    released,
+                    "jobs of the last run are retried"
+                );
+            }
+        }
         let waiting = embedded.blobs.announce_waiting().await?;
         if waiting > 0 {
             tracing::info!(

@@ -15,7 +15,7 @@ use storefront::store::{Item, Key, Table};
 use crate::helpers;
 
 /// The binary next to this test's own build (.ci/test builds it first).
-fn binary() -> PathBuf {
+pub(crate) fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let path = dir.join("storefront-local");
@@ -50,7 +50,7 @@ fn spawn_with(data_dir: &Path, payment_secret: Option<&str>) -> Child {
 }
 
 /// Reads stdout until the ready line and returns the URL it names.
-fn wait_ready(child: &mut Child) -> String {
+pub(crate) fn wait_ready(child: &mut Child) -> String {
     wait_ready_lines(child).0
 }
 
@@ -192,7 +192,7 @@ fn stderr_of(child: &mut Child) -> String {
     text
 }
 
-fn signal(child: &Child, name: &str) {
+pub(crate) fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
         .args([&format!("-{name}"), &child.id().to_string()])
         .status()

@@ -40,4 +40,5 @@ mod rie;
 mod routes_agree;
 mod table_conformance;
 mod webhooks;
+mod webhooks_local;
 mod xray;

@@ -23,7 +23,7 @@ pub use ids::{
 pub use jobs::{Event, EventData, Job};
 pub use money::{Currency, Money, MAX_AMOUNT};
 pub use orders::{Cart, IllegalMove, Move, OrderStatus, Quantity};
-pub use webhooks::{EventTypes, RetrySchedule, EVENT_TYPES};
+pub use webhooks::{Breaker, EventTypes, Gate, RetrySchedule, EVENT_TYPES};
 
 /// Why a value was refused, worded for the client (it becomes a 422 `errors` entry).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

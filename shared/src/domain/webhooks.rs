@@ -134,6 +134,51 @@ impl RetrySchedule {
     }
 }
 
+/// An endpoint's circuit breaker: consecutive failures, and (once they reach
+/// [`Breaker::THRESHOLD`]) the time it is open until, then the trial request let through
+/// once that time has passed (half-open): its success closes the breaker, its failure
+/// opens it again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Breaker {
+    pub failures: u32,
+    pub open_until_ms: Option<i64>,
+    pub trial_until_ms: Option<i64>,
+}
+
+/// What the breaker lets an attempt do now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// Closed: go.
+    Closed,
+    /// Open: wait until then (not an attempt).
+    Open { until_ms: i64 },
+    /// Half-open, and no trial in flight: go, as the trial.
+    Trial,
+    /// Half-open, and another attempt is the trial until then: wait for it.
+    TrialInFlight { until_ms: i64 },
+}
+
+impl Breaker {
+    /// Consecutive failures that open the breaker.
+    pub const THRESHOLD: u32 = 5;
+    /// How long it stays open.
+    pub const OPEN_MS: i64 = 30_000;
+
+    pub fn gate(&self, now_ms: i64) -> Gate {
+        match (self.open_until_ms, self.trial_until_ms) {
+            (None, _) => Gate::Closed,
+            (Some(until_ms), _) if until_ms > now_ms => Gate::Open { until_ms },
+            (Some(_), Some(until_ms)) if until_ms > now_ms => Gate::TrialInFlight { until_ms },
+            (Some(_), _) => Gate::Trial,
+        }
+    }
+
+    /// Whether `failures` in a row open it.
+    pub fn opens_after(failures: u32) -> bool {
+        failures >= Self::THRESHOLD
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +216,31 @@ mod tests {
             assert!(RetrySchedule::parse(bad).is_err(), "{bad:?}");
         }
         assert!(RetrySchedule::parse(&vec!["1"; 20].join(",")).is_err());
+    }
+
+    #[test]
+    fn the_breaker_is_closed_then_open_then_lets_one_trial_through() {
+        let closed = Breaker::default();
+        assert_eq!(closed.gate(1_000), Gate::Closed);
+        assert!(!Breaker::opens_after(4));
+        assert!(Breaker::opens_after(5));
+        let open = Breaker {
+            failures: 5,
+            open_until_ms: Some(31_000),
+            trial_until_ms: None,
+        };
+        assert_eq!(open.gate(1_000), Gate::Open { until_ms: 31_000 });
+        assert_eq!(open.gate(31_000), Gate::Trial);
+        let trying = Breaker {
+            trial_until_ms: Some(61_000),
+            ..open
+        };
+        assert_eq!(
+            trying.gate(40_000),
+            Gate::TrialInFlight { until_ms: 61_000 }
+        );
+        // A trial that never reported (its worker died) gives way to the next one.
+        assert_eq!(trying.gate(61_001), Gate::Trial);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::repo::records;
 use crate::repo::webhooks::{self as repo, Attempt, Endpoint, Outcome, StoredSecret};
 use crate::store::UpdateOp;
 use crate::validate;
-use crate::webhooks::{self, RetryError, MAX_ENDPOINTS};
+use crate::webhooks::{self, RegisterError, RetryError, MAX_ENDPOINTS};
 
 const NO_SUCH_ENDPOINT: &str = "This shop has no webhook endpoint with this id.";
 const NO_SUCH_DELIVERY: &str = "This endpoint has no delivery with this id.";
@@ -115,17 +115,6 @@ pub async fn create(req: Request, ctx: &AppContext, caller: Caller) -> HandlerRe
         url = webhooks::endpoint_url(&body.url, &ctx.webhooks) => "url",
         events = EventTypes::parse(&body.events) => "events",
     }
-    let existing = repo::all_of_tenant(ctx.table.as_ref(), &caller.tenant_id, MAX_ENDPOINTS + 1)
-        .await?
-        .len();
-    if existing >= MAX_ENDPOINTS {
-        return Err(ApiError::Conflict {
-            slug: "too-many-endpoints",
-            detail: format!(
-                "A shop has at most {MAX_ENDPOINTS} webhook endpoints; delete one before adding another."
-            ),
-        });
-    }
     let now = rfc3339(ctx.clock.now());
     let secret = crate::credentials::webhook_signature::generate_secret().map_err(internal)?;
     let endpoint = Endpoint {
@@ -142,7 +131,7 @@ pub async fn create(req: Request, ctx: &AppContext, caller: Caller) -> HandlerRe
         open_until_ms: None,
         trial_until_ms: None,
     };
-    let mut tx = audit::recorded(
+    let tx = audit::recorded(
         ctx,
         &req,
         &caller,
@@ -153,10 +142,18 @@ pub async fn create(req: Request, ctx: &AppContext, caller: Caller) -> HandlerRe
         )
         .detail(format!("url: {}", endpoint.url)),
     )?;
-    tx.add("the endpoint", repo::create(&endpoint)?)?;
-    tx.commit(ctx.table.as_ref())
-        .await
-        .map_err(|e| e.into_store())?;
+    match webhooks::register(ctx, &endpoint, tx).await {
+        Ok(()) => {}
+        Err(RegisterError::TooMany) => {
+            return Err(ApiError::Conflict {
+                slug: "too-many-endpoints",
+                detail: format!(
+                    "A shop has at most {MAX_ENDPOINTS} webhook endpoints; delete one before adding another."
+                ),
+            })
+        }
+        Err(RegisterError::Store(e)) => return Err(e.into()),
+    }
     tracing::info!(endpoint_id = %endpoint.id, "webhook endpoint created");
     json(
         StatusCode::CREATED,

@@ -32,30 +32,31 @@ pub use crate::repo::outbox::{enqueue, shard_of, shard_of_partition, SHARDS};
 /// Lambda timeout; the next wake-up or sweep goes on where it stopped.
 pub const MAX_BATCHES_PER_CALL: usize = 20;
 
-/// The queues the relay sends to, by [`Destination`].
+/// The queues the relay sends to, by [`Destination`]; `None` where it has none.
 pub trait Queues: Send + Sync {
-    fn queue(&self, destination: Destination) -> &dyn Queue;
+    fn queue(&self, destination: Destination) -> Option<&dyn Queue>;
 }
 
-/// One queue takes every destination (tests, and tools that relay into one queue).
+/// One queue is the jobs queue alone (tests, and tools that relay into one queue): a dead
+/// letter stays in the outbox rather than go back to the jobs queue and round again.
 impl<Q: Queue> Queues for Q {
-    fn queue(&self, _: Destination) -> &dyn Queue {
-        self
+    fn queue(&self, destination: Destination) -> Option<&dyn Queue> {
+        (destination == Destination::Jobs).then_some(self as &dyn Queue)
     }
 }
 
 impl Queues for dyn Queue {
-    fn queue(&self, _: Destination) -> &dyn Queue {
-        self
+    fn queue(&self, destination: Destination) -> Option<&dyn Queue> {
+        (destination == Destination::Jobs).then_some(self)
     }
 }
 
 impl Queues for crate::context::AppContext {
-    fn queue(&self, destination: Destination) -> &dyn Queue {
-        match destination {
+    fn queue(&self, destination: Destination) -> Option<&dyn Queue> {
+        Some(match destination {
             Destination::Jobs => self.queue.as_ref(),
             Destination::DeadLetters => self.dead_letters.as_ref(),
-        }
+        })
     }
 }
 
@@ -106,17 +107,21 @@ pub async fn relay_shard(
             if batch.is_empty() {
                 continue;
             }
+            let Some(queue) = queues.queue(destination) else {
+                held_back.extend(
+                    batch
+                        .iter()
+                        .map(|r| format!("{}: no queue for {destination:?} here", r.key.sk)),
+                );
+                continue;
+            };
             let messages = batch.iter().map(|r| r.message.clone()).collect();
-            let outcomes = queues
-                .queue(destination)
-                .send_batch(messages)
-                .await
-                .with_context(|| {
-                    format!(
-                        "sending {} outbox jobs of shard {shard} to {destination:?}",
-                        batch.len()
-                    )
-                })?;
+            let outcomes = queue.send_batch(messages).await.with_context(|| {
+                format!(
+                    "sending {} outbox jobs of shard {shard} to {destination:?}",
+                    batch.len()
+                )
+            })?;
             let mut sent_now = 0;
             // Each entry on its own: what was accepted is cleared (and never sent again),
             // what SQS says can never be sent is parked, and the rest waits for a retry.

@@ -45,9 +45,11 @@ impl Worker for Dispatcher {
                 manual,
             } => {
                 let request = crate::webhooks::delivery::Request {
-                    tenant_id,
-                    endpoint_id,
-                    event_id,
+                    delivery: crate::webhooks::delivery::Delivery {
+                        tenant_id,
+                        endpoint_id,
+                        event_id,
+                    },
                     attempt,
                     not_before,
                     manual,

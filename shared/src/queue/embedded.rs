@@ -232,6 +232,32 @@ impl EmbeddedQueue {
         .await
     }
 
+    /// Makes every message received but not acknowledged visible again now, and answers
+    /// how many: for a process that holds the queue file alone, whose receipts all belong
+    /// to a process that died (the local server at start), so they need not wait out their
+    /// visibility timeout. A message sent with a delay keeps it.
+    pub async fn release_in_flight(&self) -> Result<usize, QueueError> {
+        self.blocking(move |db, name, _, now| {
+            let tx = db.begin_write().map_err(backend)?;
+            let held: Vec<(String, Record)> = list_all(&tx, name, usize::MAX)?
+                .into_iter()
+                .filter(|(_, record)| !record.receipt.is_empty() && record.visible_at_ms > now)
+                .collect();
+            for (id, old) in &held {
+                let released = Record {
+                    body: old.body.clone(),
+                    visible_at_ms: now,
+                    receive_count: old.receive_count,
+                    receipt: String::new(),
+                };
+                store(&tx, name, id, Some(old), Some(&released))?;
+            }
+            tx.commit().map_err(backend)?;
+            Ok(held.len())
+        })
+        .await
+    }
+
     /// Moves this queue's messages (every one, or only `id`) to `target`, visible at once
     /// and with their receive counts reset, in one transaction, as SQS's message move task
     /// redrives a dead-letter queue; answers how many moved.

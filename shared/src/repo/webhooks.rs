@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{DeliveryId, EndpointId, TenantId};
+use crate::domain::{Breaker, DeliveryId, EndpointId, TenantId};
 use crate::store::{
     Condition, Consistency, Index, Item, Key, Query, SortKey, StoreError, Table, Transaction,
     TransactionError, TxOp, UpdateOp,
@@ -73,6 +73,14 @@ impl Endpoint {
     pub fn subscribes_to(&self, event_type: &str) -> bool {
         !self.disabled && self.events.iter().any(|e| e == event_type)
     }
+
+    pub fn breaker(&self) -> Breaker {
+        Breaker {
+            failures: self.failures,
+            open_until_ms: self.open_until_ms,
+            trial_until_ms: self.trial_until_ms,
+        }
+    }
 }
 
 /// Where an event's delivery to one endpoint stands.
@@ -99,9 +107,12 @@ pub struct Message {
     /// Attempts made and recorded.
     pub completed: u32,
     pub state: MessageState,
-    /// The attempt in flight holds the message until then (epoch ms).
+    /// The attempt in flight holds the message until then (epoch ms) …
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until_ms: Option<i64>,
+    /// … under this token, which only it can record its end with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_token: Option<String>,
 }
 
 /// What became of an attempt.
@@ -184,6 +195,32 @@ pub async fn all_of_tenant(
     Ok(endpoints)
 }
 
+fn count_key(tenant_id: &str) -> Key {
+    Key::new(tenant_partition(tenant_id), "COUNT")
+}
+
+/// The write counting a new endpoint of a shop, refused when it has `at_most` already:
+/// in the creation's transaction, so two creations at once cannot pass the limit.
+pub fn count_one_more(tenant_id: &str, at_most: u32) -> TxOp {
+    TxOp::Update {
+        key: count_key(tenant_id),
+        ops: vec![UpdateOp::add("endpoints", 1)],
+        condition: Some(Condition::Or(vec![
+            Condition::AttrNotExists("endpoints".into()),
+            Condition::lt("endpoints", at_most),
+        ])),
+    }
+}
+
+/// The write counting a deleted endpoint, in the deletion's transaction.
+pub fn count_one_less(tenant_id: &str) -> TxOp {
+    TxOp::Update {
+        key: count_key(tenant_id),
+        ops: vec![UpdateOp::add("endpoints", -1)],
+        condition: Some(Condition::Exists),
+    }
+}
+
 /// The write storing a new endpoint.
 pub fn create(endpoint: &Endpoint) -> Result<TxOp, StoreError> {
     let item = Item::new(&endpoint_key(&endpoint.tenant_id, endpoint.id.as_str()))
@@ -239,7 +276,8 @@ pub async fn delete(
         "the endpoint",
         endpoint_key(tenant_id, endpoint_id),
         Some(Condition::Exists),
-    )?;
+    )?
+    .add("the count", count_one_less(tenant_id))?;
     committed(tx.commit(table).await)
 }
 
@@ -310,13 +348,15 @@ pub fn new_message(
     })
 }
 
-/// Takes the lease of attempt `attempt` of a message, until `lease_until_ms`: it holds when
-/// the attempt before it is the last recorded, the message still wants attempts, and no
-/// other attempt holds an unexpired lease. `false` when another has it or made it.
+/// Takes the lease of attempt `attempt` of a message, until `lease_until_ms`, under
+/// `token`: it holds when the attempt before it is the last recorded, the message still
+/// wants attempts, and no other attempt holds an unexpired lease. `false` when another
+/// has it or made it.
 pub async fn lease(
     table: &dyn Table,
     key: &Key,
     attempt: u32,
+    token: &str,
     now_ms: i64,
     lease_until_ms: i64,
 ) -> Result<bool, StoreError> {
@@ -326,38 +366,71 @@ pub async fn lease(
             Condition::eq("state", "pending"),
             Condition::eq("state", "dead"),
         ]),
-        Condition::Or(vec![
-            Condition::AttrNotExists("lease_until_ms".into()),
-            Condition::lt("lease_until_ms", now_ms),
-        ]),
+        lease_free(now_ms),
     ]);
-    match table
-        .update(
-            key,
-            vec![UpdateOp::set("lease_until_ms", lease_until_ms)],
-            Some(condition),
-        )
-        .await
-    {
-        Ok(_) => Ok(true),
+    let ops = vec![
+        UpdateOp::set("lease_until_ms", lease_until_ms),
+        UpdateOp::set("lease_token", token),
+    ];
+    conditional(table.update(key, ops, Some(condition)).await.map(drop))
+}
+
+/// Gives a lease back unused (the attempt had to wait after all).
+pub async fn release(table: &dyn Table, key: &Key, token: &str) -> Result<(), StoreError> {
+    let ops = vec![
+        UpdateOp::remove("lease_until_ms"),
+        UpdateOp::remove("lease_token"),
+    ];
+    conditional(
+        table
+            .update(key, ops, Some(Condition::eq("lease_token", token)))
+            .await
+            .map(drop),
+    )
+    .map(drop)
+}
+
+/// No attempt holds the message now.
+fn lease_free(now_ms: i64) -> Condition {
+    Condition::Or(vec![
+        Condition::AttrNotExists("lease_until_ms".into()),
+        Condition::lt("lease_until_ms", now_ms),
+    ])
+}
+
+/// `Ok(false)` for a write whose condition did not hold.
+fn conditional(result: Result<(), StoreError>) -> Result<bool, StoreError> {
+    match result {
+        Ok(()) => Ok(true),
         Err(e) if e.is_condition_failed() => Ok(false),
         Err(e) => Err(e),
     }
 }
 
-/// The write recording attempt `attempt`'s end on its message: conditioned on no other
-/// attempt having been recorded meanwhile (a lease that ran out).
-pub fn record(key: Key, attempt: u32, state: MessageState) -> Result<TxOp, StoreError> {
+/// The write recording the end of attempt `attempt` on its message, by the holder of the
+/// lease `token` (`None`: an attempt that sent nothing and took no lease), conditioned on no
+/// other attempt having been recorded meanwhile.
+pub fn record(
+    key: Key,
+    attempt: u32,
+    state: MessageState,
+    token: Option<&str>,
+) -> Result<TxOp, StoreError> {
     let state = serde_json::to_value(state)
         .map_err(|e| StoreError::Invalid(format!("a message state does not serialise: {e}")))?;
+    let mut condition = vec![Condition::eq("completed", attempt.saturating_sub(1))];
+    if let Some(token) = token {
+        condition.push(Condition::eq("lease_token", token));
+    }
     Ok(TxOp::Update {
         key,
         ops: vec![
             UpdateOp::set("completed", attempt),
             UpdateOp::Set("state".into(), state),
             UpdateOp::remove("lease_until_ms"),
+            UpdateOp::remove("lease_token"),
         ],
-        condition: Some(Condition::eq("completed", attempt.saturating_sub(1))),
+        condition: Some(Condition::And(condition)),
     })
 }
 
@@ -384,10 +457,7 @@ pub fn reopen(key: Key, completed: u32, now_ms: i64) -> TxOp {
         ops: vec![UpdateOp::set("state", "pending")],
         condition: Some(Condition::And(vec![
             Condition::eq("completed", completed),
-            Condition::Or(vec![
-                Condition::AttrNotExists("lease_until_ms".into()),
-                Condition::lt("lease_until_ms", now_ms),
-            ]),
+            lease_free(now_ms),
         ])),
     }
 }
@@ -396,8 +466,15 @@ pub fn reopen(key: Key, completed: u32, now_ms: i64) -> TxOp {
 pub mod breaker {
     use super::*;
 
-    /// Closes it after a success: no failures, not open.
+    /// Closes it after a success: no failures, not open (a write only when it was not so).
     pub async fn close(table: &dyn Table, key: &Key) -> Result<(), StoreError> {
+        let condition = Condition::And(vec![
+            Condition::Exists,
+            Condition::Or(vec![
+                Condition::Gt("failures".into(), 0.into()),
+                Condition::AttrExists("open_until_ms".into()),
+            ]),
+        ]);
         ignore_gone(
             table
                 .update(
@@ -407,7 +484,32 @@ pub mod breaker {
                         UpdateOp::remove("open_until_ms"),
                         UpdateOp::remove("trial_until_ms"),
                     ],
-                    Some(Condition::Exists),
+                    Some(condition),
+                )
+                .await
+                .map(drop),
+        )
+    }
+
+    /// Holds every delivery to the endpoint until `until_ms` (its `Retry-After`), unless
+    /// it is held longer already; then one trial goes through, as after the breaker opens.
+    pub async fn hold(table: &dyn Table, key: &Key, until_ms: i64) -> Result<(), StoreError> {
+        let condition = Condition::And(vec![
+            Condition::Exists,
+            Condition::Or(vec![
+                Condition::AttrNotExists("open_until_ms".into()),
+                Condition::lt("open_until_ms", until_ms),
+            ]),
+        ]);
+        ignore_gone(
+            table
+                .update(
+                    key,
+                    vec![
+                        UpdateOp::set("open_until_ms", until_ms),
+                        UpdateOp::remove("trial_until_ms"),
+                    ],
+                    Some(condition),
                 )
                 .await
                 .map(drop),
@@ -494,21 +596,17 @@ pub mod breaker {
         }
     }
 
-    /// Disables the endpoint (it answered 410 Gone).
-    pub async fn disable(table: &dyn Table, key: &Key, reason: &str) -> Result<(), StoreError> {
-        ignore_gone(
-            table
-                .update(
-                    key,
-                    vec![
-                        UpdateOp::set("disabled", true),
-                        UpdateOp::set("disabled_reason", reason),
-                    ],
-                    Some(Condition::Exists),
-                )
-                .await
-                .map(drop),
-        )
+    /// The write disabling the endpoint (it answered 410 Gone), for the attempt's
+    /// transaction.
+    pub fn disable(key: Key, reason: &str) -> TxOp {
+        TxOp::Update {
+            key,
+            ops: vec![
+                UpdateOp::set("disabled", true),
+                UpdateOp::set("disabled_reason", reason),
+            ],
+            condition: Some(Condition::Exists),
+        }
     }
 
     /// The endpoint may have been deleted meanwhile: then there is nothing to change.

@@ -155,6 +155,11 @@ impl Expr {
             let join = if operator == "AND" { "OR" } else { "AND" };
             return Ok(format!("({exists} {join} {absent})"));
         }
+        // One part needs no parentheses, and DynamoDB refuses an expression that is wholly
+        // in them ("redundant parentheses").
+        if let [only] = parts {
+            return self.condition(only);
+        }
         let rendered = parts
             .iter()
             .map(|part| self.condition(part).map(|c| format!("({c})")))

@@ -20,19 +20,19 @@ use http_body_util::{BodyExt as _, Full};
 
 use super::guard::{self, GuardedConnector, Policy};
 use crate::context::AppContext;
-use crate::domain::{DeliveryId, Job};
+use crate::domain::{Breaker, DeliveryId, Gate, Job};
 use crate::ids::IdKind;
 use crate::queue::{Outgoing, MAX_DELAY};
 use crate::repo::outbox::Destination;
-use crate::repo::webhooks::{self as repo, breaker, Attempt, Endpoint, Message, MessageState};
+use crate::repo::webhooks::{
+    self as repo, breaker, Attempt, Endpoint, Message, MessageState, Outcome,
+};
 use crate::store::{Transaction, TransactionError};
 
 /// The longest an attempt may take, answer included.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
-/// Consecutive failures that open an endpoint's breaker …
-pub const BREAKER_THRESHOLD: u32 = 5;
-/// … for this long.
-pub const BREAKER_OPEN: Duration = Duration::from_secs(30);
+/// How often an attempt waiting for the breaker's trial looks again (plus as much jitter).
+const TRIAL_POLL: Duration = Duration::from_secs(2);
 /// How long an attempt holds its message (and a trial its breaker): past the timeout, and
 /// inside the jobs queue's visibility timeout, so a crashed attempt's job, coming back
 /// after it, finds the lease run out and tries again.
@@ -42,19 +42,17 @@ pub const EXCERPT_BYTES: usize = 256;
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
 
-/// One delivery job, as the worker received it.
+/// An event's delivery to one endpoint: what every job of it names.
 #[derive(Clone, Debug)]
-pub struct Request {
+pub struct Delivery {
     pub tenant_id: String,
     pub endpoint_id: String,
     pub event_id: String,
-    pub attempt: u32,
-    pub not_before: Option<String>,
-    pub manual: bool,
 }
 
-impl Request {
-    fn job(&self, attempt: u32, not_before: Option<DateTime<Utc>>, manual: bool) -> Job {
+impl Delivery {
+    /// The job making attempt `attempt`, not before `not_before`.
+    pub fn job(&self, attempt: u32, not_before: Option<DateTime<Utc>>, manual: bool) -> Job {
         Job::Deliver {
             tenant_id: self.tenant_id.clone(),
             endpoint_id: self.endpoint_id.clone(),
@@ -64,6 +62,15 @@ impl Request {
             manual,
         }
     }
+}
+
+/// One delivery job, as the worker received it.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub delivery: Delivery,
+    pub attempt: u32,
+    pub not_before: Option<String>,
+    pub manual: bool,
 }
 
 /// What an endpoint did with one request.
@@ -77,6 +84,17 @@ struct Answer {
 }
 
 impl Answer {
+    /// No request was made.
+    fn unsent(why: &str) -> Self {
+        Self {
+            status: None,
+            duration: Duration::ZERO,
+            error: Some(why.to_owned()),
+            excerpt: None,
+            retry_after: None,
+        }
+    }
+
     fn succeeded(&self) -> bool {
         self.status.is_some_and(|s| (200..300).contains(&s))
     }
@@ -87,7 +105,7 @@ impl Answer {
 }
 
 /// Runs one delivery job.
-#[tracing::instrument(skip_all, fields(endpoint_id = %job.endpoint_id, event_id = %job.event_id, attempt = job.attempt))]
+#[tracing::instrument(skip_all, fields(endpoint_id = %job.delivery.endpoint_id, event_id = %job.delivery.event_id, attempt = job.attempt))]
 pub async fn attempt(ctx: &AppContext, job: Request) -> anyhow::Result<()> {
     let now = ctx.clock.now();
     if let Some(due) = job
@@ -97,150 +115,116 @@ pub async fn attempt(ctx: &AppContext, job: Request) -> anyhow::Result<()> {
         .map(|at| at.with_timezone(&Utc))
         .filter(|due| *due > now)
     {
-        return wait_until(ctx, &job, due, job.attempt).await;
+        return wait_until(ctx, &job, due).await;
     }
     let table = ctx.table.as_ref();
+    let Delivery {
+        tenant_id,
+        endpoint_id,
+        event_id,
+    } = &job.delivery;
     let (endpoint, message) =
-        repo::endpoint_and_message(table, &job.tenant_id, &job.endpoint_id, &job.event_id).await?;
+        repo::endpoint_and_message(table, tenant_id, endpoint_id, event_id).await?;
     let (Some(endpoint), Some(message)) = (endpoint, message) else {
         tracing::info!("the endpoint or its message is gone; nothing to deliver");
         return Ok(());
     };
-    if endpoint.disabled {
-        tracing::info!("the endpoint is disabled; the delivery stops");
-        return Ok(());
-    }
     if message.completed >= job.attempt || message.state == MessageState::Succeeded {
         tracing::info!("this attempt was made already; a duplicate job");
         return Ok(());
     }
-    let now_ms = now.timestamp_millis();
-    let endpoint_key = repo::endpoint_key(&job.tenant_id, &job.endpoint_id);
-    // The breaker: open, wait; past its open time, one trial at a time.
-    let mut trial = false;
-    if let Some(open_until_ms) = endpoint.open_until_ms {
-        if open_until_ms > now_ms {
-            let until = millis_to_time(open_until_ms) + jitter(Duration::from_secs(1));
-            tracing::info!("the endpoint's breaker is open; the attempt waits");
-            return wait_until(ctx, &job, until, job.attempt).await;
-        }
-        let lease_ms = now_ms + millis(LEASE);
-        if !breaker::begin_trial(table, &endpoint_key, open_until_ms, now_ms, lease_ms).await? {
-            let until = now + chrono_of(Duration::from_secs(2)) + jitter(Duration::from_secs(2));
-            tracing::info!("another attempt is the breaker's trial; this one waits");
-            return wait_until(ctx, &job, until, job.attempt).await;
-        }
-        trial = true;
-    }
-    let message_key = repo::message_key(&job.tenant_id, &job.endpoint_id, &job.event_id);
     let attempt = message.completed + 1;
-    if !repo::lease(table, &message_key, attempt, now_ms, now_ms + millis(LEASE)).await? {
+    let message_key = repo::message_key(tenant_id, endpoint_id, event_id);
+    if endpoint.disabled {
+        // Nothing is sent, and the log says so: the delivery waits for the shop's retry.
+        let answer = Answer::unsent("the endpoint is disabled; nothing was sent");
+        let end = End {
+            attempt,
+            answer: &answer,
+            token: None,
+            next: None,
+            dead: false,
+            disable: false,
+        };
+        return record(ctx, &job, &endpoint, &message, end).await;
+    }
+    let now_ms = now.timestamp_millis();
+    // The breaker: open, wait; past its open time, one trial at a time. Waiting is no
+    // attempt and takes no lease.
+    let gate = endpoint.breaker().gate(now_ms);
+    match gate {
+        Gate::Open { until_ms } => {
+            tracing::info!("the endpoint's breaker is open; the attempt waits");
+            let until = time_of(until_ms, now) + jitter(Duration::from_secs(1));
+            return wait_until(ctx, &job, until).await;
+        }
+        Gate::TrialInFlight { until_ms } => {
+            tracing::info!("another attempt is the breaker's trial; this one waits");
+            let until =
+                time_of(until_ms, now).min(now + chrono_of(TRIAL_POLL)) + jitter(TRIAL_POLL);
+            return wait_until(ctx, &job, until).await;
+        }
+        Gate::Closed | Gate::Trial => {}
+    }
+    let token = ctx.ids.next(IdKind::Message);
+    let lease_until_ms = now_ms + millis(LEASE);
+    if !repo::lease(table, &message_key, attempt, &token, now_ms, lease_until_ms).await? {
         tracing::info!("another job holds or made this attempt");
         return Ok(());
     }
+    let endpoint_key = repo::endpoint_key(tenant_id, endpoint_id);
+    let trial = gate == Gate::Trial;
+    if trial {
+        let opened_until_ms = endpoint.open_until_ms.unwrap_or(now_ms);
+        if !breaker::begin_trial(
+            table,
+            &endpoint_key,
+            opened_until_ms,
+            now_ms,
+            lease_until_ms,
+        )
+        .await?
+        {
+            repo::release(table, &message_key, &token).await?;
+            tracing::info!("another attempt became the breaker's trial; this one waits");
+            let until = now + chrono_of(TRIAL_POLL) + jitter(TRIAL_POLL);
+            return wait_until(ctx, &job, until).await;
+        }
+    }
     let answer = send(ctx, &endpoint, &message).await;
     let finished = ctx.clock.now();
-    let schedule = &ctx.webhooks.schedule;
+    // A failure schedules the next attempt, unless it was the shop's own retry of a
+    // delivery that had ended; `Retry-After` makes the wait at least that long.
     let next = (!answer.succeeded() && !answer.gone() && !job.manual)
-        .then(|| schedule.wait_before(attempt + 1, spread()))
+        .then(|| ctx.webhooks.schedule.wait_before(attempt + 1, spread()))
         .flatten()
         .map(|wait| {
             let wait = answer.retry_after.map_or(wait, |floor| wait.max(floor));
             finished + chrono_of(wait)
         });
-    let dead = !answer.succeeded() && !answer.gone() && next.is_none() && !job.manual;
-    let (outcome, state) = if answer.succeeded() {
-        (repo::Outcome::Succeeded, MessageState::Succeeded)
-    } else if dead {
-        (repo::Outcome::Dead, MessageState::Dead)
-    } else if next.is_some() {
-        (repo::Outcome::Failed, MessageState::Pending)
-    } else {
-        (repo::Outcome::Failed, MessageState::Failed)
-    };
-    let logged = Attempt {
-        id: DeliveryId::generate(ctx.ids.as_ref()),
-        endpoint_id: endpoint.id.clone(),
-        event_id: message.event_id.clone(),
-        event_type: message.event_type.clone(),
+    let end = End {
         attempt,
-        status_code: answer.status,
-        duration_ms: u64::try_from(answer.duration.as_millis()).unwrap_or(u64::MAX),
-        outcome,
-        error: answer.error.clone(),
-        next_attempt_at: next.map(crate::clock::rfc3339),
-        created_at: crate::clock::rfc3339(finished),
-        response_excerpt: answer.excerpt.clone(),
+        answer: &answer,
+        token: Some(&token),
+        next,
+        dead: !answer.succeeded() && !answer.gone() && next.is_none() && !job.manual,
+        disable: answer.gone(),
     };
-    let expires_at = (finished + chrono::Duration::days(repo::RETENTION_DAYS)).timestamp();
-    let mut tx = Transaction::new();
-    tx.add("the message", repo::record(message_key, attempt, state)?)?
-        .add(
-            "the attempt",
-            repo::log(&job.tenant_id, &logged, expires_at)?,
-        )?;
-    if let Some(at) = next {
-        let follow_up = job.job(attempt + 1, Some(at), false);
-        tx.add(
-            "the next attempt",
-            crate::events::queue(ctx, &job.tenant_id, &follow_up)?,
-        )?;
-    }
-    if dead {
-        let parked = job.job(attempt + 1, None, false);
-        tx.add(
-            "the dead letter",
-            crate::repo::outbox::enqueue_to(
-                Destination::DeadLetters,
-                &parked,
-                &ctx.ids.next(IdKind::Message),
-                &job.tenant_id,
-                finished,
-            )?,
-        )?;
-    }
-    match tx.commit(table).await {
-        Ok(()) => {}
-        Err(TransactionError::Refused("the message")) => {
-            tracing::warn!("the attempt's lease ran out and another attempt was recorded first");
-            return Ok(());
-        }
-        Err(e) => return Err(e.into_store().into()),
-    }
-    tracing::info!(
-        status = answer.status,
-        outcome = ?outcome,
-        duration_ms = logged.duration_ms,
-        next_attempt_at = logged.next_attempt_at,
-        "delivery attempted"
-    );
+    record(ctx, &job, &endpoint, &message, end).await?;
     // The breaker follows the attempt: best effort, since the attempt is recorded already.
     let finished_ms = finished.timestamp_millis();
     let moved = if answer.succeeded() {
-        if endpoint.failures > 0 || endpoint.open_until_ms.is_some() {
-            breaker::close(table, &endpoint_key).await
-        } else {
-            Ok(())
-        }
+        breaker::close(table, &endpoint_key).await
+    } else if let Some(wait) = answer.retry_after {
+        breaker::hold(table, &endpoint_key, finished_ms + millis(wait)).await
     } else if trial {
-        breaker::open(
-            table,
-            &endpoint_key,
-            finished_ms + millis(BREAKER_OPEN),
-            true,
-        )
-        .await
+        breaker::open(table, &endpoint_key, finished_ms + Breaker::OPEN_MS, true).await
     } else {
         match breaker::count_failure(table, &endpoint_key).await {
-            Ok(failures) if failures >= BREAKER_THRESHOLD => {
+            Ok(failures) if Breaker::opens_after(failures) => {
                 tracing::warn!(failures, "the endpoint's breaker opens");
-                breaker::open(
-                    table,
-                    &endpoint_key,
-                    finished_ms + millis(BREAKER_OPEN),
-                    false,
-                )
-                .await
+                let until_ms = finished_ms + Breaker::OPEN_MS;
+                breaker::open(table, &endpoint_key, until_ms, false).await
             }
             Ok(_) => Ok(()),
             Err(e) => Err(e),
@@ -249,26 +233,140 @@ pub async fn attempt(ctx: &AppContext, job: Request) -> anyhow::Result<()> {
     if let Err(e) = moved {
         tracing::warn!(error = %e, "the endpoint's breaker could not be updated");
     }
-    if answer.gone() {
-        tracing::warn!("the endpoint answered 410 Gone; it is disabled");
-        breaker::disable(table, &endpoint_key, "The endpoint answered 410 Gone.").await?;
+    Ok(())
+}
+
+/// How an attempt ended, and what follows it.
+struct End<'a> {
+    attempt: u32,
+    answer: &'a Answer,
+    /// The lease it held, if it took one.
+    token: Option<&'a str>,
+    /// When the next attempt is due, if one is scheduled.
+    next: Option<DateTime<Utc>>,
+    /// The last attempt failed: the job goes to the dead-letter queue.
+    dead: bool,
+    /// The endpoint answered 410: it is disabled.
+    disable: bool,
+}
+
+/// Records an attempt in one transaction with what follows from it: the message, the
+/// deliveries log entry, the next attempt's job or the dead letter, and (after a 410) the
+/// endpoint disabled.
+async fn record(
+    ctx: &AppContext,
+    job: &Request,
+    endpoint: &Endpoint,
+    message: &Message,
+    end: End<'_>,
+) -> anyhow::Result<()> {
+    let Delivery {
+        tenant_id,
+        endpoint_id,
+        event_id,
+    } = &job.delivery;
+    let finished = ctx.clock.now();
+    let answer = end.answer;
+    let (outcome, state) = if answer.succeeded() {
+        (Outcome::Succeeded, MessageState::Succeeded)
+    } else if end.dead {
+        (Outcome::Dead, MessageState::Dead)
+    } else if end.next.is_some() {
+        (Outcome::Failed, MessageState::Pending)
+    } else {
+        (Outcome::Failed, MessageState::Failed)
+    };
+    let logged = Attempt {
+        id: DeliveryId::generate(ctx.ids.as_ref()),
+        endpoint_id: endpoint.id.clone(),
+        event_id: message.event_id.clone(),
+        event_type: message.event_type.clone(),
+        attempt: end.attempt,
+        status_code: answer.status,
+        duration_ms: u64::try_from(answer.duration.as_millis()).unwrap_or(u64::MAX),
+        outcome,
+        error: answer.error.clone(),
+        next_attempt_at: end.next.map(crate::clock::rfc3339),
+        created_at: crate::clock::rfc3339(finished),
+        response_excerpt: answer.excerpt.clone(),
+    };
+    let expires_at = (finished + chrono::Duration::days(repo::RETENTION_DAYS)).timestamp();
+    let message_key = repo::message_key(tenant_id, endpoint_id, event_id);
+    let transaction = |with_endpoint: bool| -> anyhow::Result<Transaction<&'static str>> {
+        let mut tx = Transaction::new();
+        tx.add(
+            "the message",
+            repo::record(message_key.clone(), end.attempt, state, end.token)?,
+        )?
+        .add("the attempt", repo::log(tenant_id, &logged, expires_at)?)?;
+        if let Some(at) = end.next {
+            let follow_up = job.delivery.job(end.attempt + 1, Some(at), false);
+            tx.add(
+                "the next attempt",
+                crate::events::queue(ctx, tenant_id, &follow_up)?,
+            )?;
+        }
+        if end.dead {
+            let parked = job.delivery.job(end.attempt + 1, None, false);
+            tx.add(
+                "the dead letter",
+                crate::repo::outbox::enqueue_to(
+                    Destination::DeadLetters,
+                    &parked,
+                    &ctx.ids.next(IdKind::Message),
+                    tenant_id,
+                    finished,
+                )?,
+            )?;
+        }
+        if with_endpoint {
+            tx.add(
+                "the endpoint",
+                breaker::disable(
+                    repo::endpoint_key(tenant_id, endpoint_id),
+                    "The endpoint answered 410 Gone.",
+                ),
+            )?;
+        }
+        Ok(tx)
+    };
+    let mut outcome_of = transaction(end.disable)?.commit(ctx.table.as_ref()).await;
+    if matches!(outcome_of, Err(TransactionError::Refused("the endpoint"))) {
+        // Deleted meanwhile: nothing to disable.
+        outcome_of = transaction(false)?.commit(ctx.table.as_ref()).await;
     }
+    match outcome_of {
+        Ok(()) => {}
+        Err(TransactionError::Refused("the message")) => {
+            tracing::warn!("the attempt's lease ran out and another attempt was recorded first");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into_store().into()),
+    }
+    if end.disable {
+        tracing::warn!("the endpoint answered 410 Gone; it is disabled");
+    }
+    tracing::info!(
+        status = answer.status,
+        outcome = ?outcome,
+        duration_ms = logged.duration_ms,
+        next_attempt_at = logged.next_attempt_at,
+        "delivery attempted"
+    );
     Ok(())
 }
 
 /// Sends the job back to the queue to come again at `until` (SQS delays at most 15
 /// minutes: a longer wait takes several hops). Not an attempt.
-async fn wait_until(
-    ctx: &AppContext,
-    job: &Request,
-    until: DateTime<Utc>,
-    attempt: u32,
-) -> anyhow::Result<()> {
+async fn wait_until(ctx: &AppContext, job: &Request, until: DateTime<Utc>) -> anyhow::Result<()> {
     let wait = (until - ctx.clock.now())
         .to_std()
         .unwrap_or_default()
         .min(MAX_DELAY);
-    let body = job.job(attempt, Some(until), job.manual).to_body()?;
+    let body = job
+        .delivery
+        .job(job.attempt, Some(until), job.manual)
+        .to_body()?;
     ctx.queue
         .send(Outgoing::new(crate::queue::json_for_sqs(body)).delayed(wait))
         .await?;
@@ -423,8 +521,9 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn millis_to_time(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_else(Utc::now)
+/// The time `ms` (epoch milliseconds) names, or `now` for one out of range.
+fn time_of(ms: i64, now: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(now)
 }
 
 fn chrono_of(duration: Duration) -> chrono::Duration {

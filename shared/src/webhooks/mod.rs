@@ -14,9 +14,10 @@ pub mod guard;
 
 use crate::config::WebhookSettings;
 use crate::context::AppContext;
-use crate::domain::{EndpointId, Event, Invalid, Job, TenantId};
+use crate::domain::{EndpointId, Event, Invalid, TenantId};
 use crate::repo::webhooks::{self as repo, Message, MessageState};
 use crate::store::{Transaction, TransactionError};
+use delivery::Delivery;
 
 /// The most endpoints a shop may have (Stripe allows as many).
 pub const MAX_ENDPOINTS: usize = 16;
@@ -59,9 +60,9 @@ pub async fn fan_out(ctx: &AppContext, event: &Event) -> anyhow::Result<usize> {
     }
     let payload = serde_json::to_string(event)?;
     let expires_at = expiry(ctx);
-    let mut tx = Transaction::new();
+    let mut tx: Transaction<String> = Transaction::new();
     tx.add(
-        "the fan-out",
+        FANNED_OUT.to_owned(),
         repo::fan_out_marker(&event.tenant_id, &event.id, expires_at),
     )?;
     for endpoint in &endpoints {
@@ -73,22 +74,20 @@ pub async fn fan_out(ctx: &AppContext, event: &Event) -> anyhow::Result<usize> {
             completed: 0,
             state: MessageState::Pending,
             lease_until_ms: None,
+            lease_token: None,
         };
         tx.add(
-            "a message",
+            format!("{}'s message", endpoint.id),
             repo::new_message(&event.tenant_id, endpoint.id.as_str(), &message, expires_at)?,
         )?;
-        let job = Job::Deliver {
+        let delivery = Delivery {
             tenant_id: event.tenant_id.clone(),
             endpoint_id: endpoint.id.to_string(),
             event_id: event.id.clone(),
-            attempt: 1,
-            not_before: None,
-            manual: false,
         };
         tx.add(
-            "a delivery job",
-            crate::events::queue(ctx, &event.tenant_id, &job)?,
+            format!("{}'s first delivery job", endpoint.id),
+            crate::events::queue(ctx, &event.tenant_id, &delivery.job(1, None, false))?,
         )?;
     }
     match tx.commit(ctx.table.as_ref()).await {
@@ -96,10 +95,42 @@ pub async fn fan_out(ctx: &AppContext, event: &Event) -> anyhow::Result<usize> {
             tracing::info!(endpoints = endpoints.len(), "event fanned out");
             Ok(endpoints.len())
         }
-        Err(TransactionError::Refused("the fan-out")) => {
+        Err(TransactionError::Refused(label)) if label == FANNED_OUT => {
             tracing::info!("event fanned out before; nothing to do");
             Ok(0)
         }
+        Err(e) => Err(e.into_store().into()),
+    }
+}
+
+/// The fan-out's marker, in its transaction.
+const FANNED_OUT: &str = "the fan-out";
+
+/// Why an endpoint could not be registered.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("the shop has {MAX_ENDPOINTS} webhook endpoints already")]
+    TooMany,
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Stores a new endpoint with `alongside` (its audit entry), counted against the shop's
+/// [`MAX_ENDPOINTS`] in the same transaction.
+#[tracing::instrument(skip_all, fields(endpoint_id = %endpoint.id))]
+pub async fn register(
+    ctx: &AppContext,
+    endpoint: &repo::Endpoint,
+    alongside: Transaction<&'static str>,
+) -> Result<(), RegisterError> {
+    let mut tx = alongside;
+    tx.add("the endpoint", repo::create(endpoint)?)?.add(
+        "the count",
+        repo::count_one_more(&endpoint.tenant_id, MAX_ENDPOINTS as u32),
+    )?;
+    match tx.commit(ctx.table.as_ref()).await {
+        Ok(()) => Ok(()),
+        Err(TransactionError::Refused("the count")) => Err(RegisterError::TooMany),
         Err(e) => Err(e.into_store().into()),
     }
 }
@@ -120,6 +151,7 @@ pub enum RetryError {
 /// Sends the event of delivery `delivery_id` to its endpoint again, now, as a new attempt:
 /// answers the event id and the attempt's number. The shop's audit entry comes in
 /// `alongside`.
+#[tracing::instrument(skip(ctx, alongside))]
 pub async fn retry(
     ctx: &AppContext,
     tenant_id: &TenantId,
@@ -142,14 +174,16 @@ pub async fn retry(
     }
     let next = message.completed + 1;
     let now_ms = ctx.clock.now().timestamp_millis();
-    let job = Job::Deliver {
+    let delivery = Delivery {
         tenant_id: tenant_id.to_string(),
         endpoint_id: endpoint_id.to_string(),
         event_id: message.event_id.clone(),
-        attempt: next,
-        not_before: None,
-        manual: true,
     };
+    // A delivery still on its schedule is attempted now as its next scheduled attempt (the
+    // job already waiting for that number finds it made and does nothing), so the schedule
+    // goes on after it; one that had ended gets one attempt more, which schedules nothing.
+    let manual = message.state != MessageState::Pending;
+    let job = delivery.job(next, None, manual);
     let mut tx = alongside;
     tx.add(
         "the message",
