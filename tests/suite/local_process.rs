@@ -446,3 +446,80 @@ async fn a_chosen_payment_webhook_secret_is_the_one_the_server_keeps() {
         "an empty secret is refused, not used"
     );
 }
+
+/// Runs `storefront-local` with `args` over `data_dir` to its end: (exit code, stdout, stderr).
+fn run_command(data_dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(binary())
+        .args(["--data-dir"])
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .expect("storefront-local runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn dlq_lists_and_redrives_dead_letters_and_refuses_a_running_servers_data() {
+    use storefront::queue::{Outgoing, Queue as _};
+    let dir = helpers::temp_dir();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let jobs = [
+        r#"{"kind":"delete_blob","key":"uploads/a"}"#,
+        r#"{"kind":"delete_blob","key":"uploads/b"}"#,
+    ];
+    {
+        let embedded = storefront::context::AppContext::embedded(
+            dir.path(),
+            "http://127.0.0.1:9",
+            storefront::config::RateLimits::default(),
+            Arc::new(SystemClock),
+        )
+        .unwrap();
+        for job in jobs {
+            rt.block_on(embedded.dead_letters.send(Outgoing::new(job)))
+                .unwrap();
+        }
+    }
+    let (code, out, err) = run_command(dir.path(), &["dlq", "list"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "2 message(s) in jobs-dlq", "{out}");
+    assert!(
+        lines[1].ends_with(jobs[0]) && lines[2].ends_with(jobs[1]),
+        "{out}"
+    );
+    let first = lines[1].split('\t').next().unwrap();
+
+    let (code, out, _) = run_command(dir.path(), &["dlq", "redrive", "--id", first]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("1 message(s) moved from jobs-dlq to jobs"),
+        "{out}"
+    );
+    let (code, _, err) = run_command(dir.path(), &["dlq", "redrive", "--id", first]);
+    assert_eq!(code, 1);
+    assert!(err.contains("holds no message"), "{err}");
+    let (_, out, _) = run_command(dir.path(), &["dlq", "list", "--queue", "image-uploads"]);
+    assert!(
+        out.starts_with("0 message(s) in image-uploads-dlq"),
+        "{out}"
+    );
+
+    // With the server running on the data directory, the tool refuses (it holds the files).
+    let mut server = spawn(dir.path());
+    wait_ready(&mut server);
+    let (code, _, err) = run_command(dir.path(), &["dlq", "redrive"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("in use by another running instance"), "{err}");
+    stop_cleanly(&mut server);
+
+    let (code, out, _) = run_command(dir.path(), &["dlq", "redrive"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("1 message(s) moved"), "{out}");
+    let (_, out, _) = run_command(dir.path(), &["dlq", "list"]);
+    assert!(out.starts_with("0 message(s) in jobs-dlq"), "{out}");
+}
