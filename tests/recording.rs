@@ -218,6 +218,23 @@ impl Queue for RecordingQueue {
     }
 }
 
+/// A mailer, recorded as `ses:SendEmail` on the stack's identities under the
+/// [`Recording`]'s label; it sends nothing.
+pub struct RecordingMailer {
+    pub recording: Arc<Recording>,
+}
+
+#[async_trait]
+impl storefront::mail::Mailer for RecordingMailer {
+    async fn send(&self, _: &storefront::mail::Outgoing) -> anyhow::Result<String> {
+        self.recording.note(
+            "ses:SendEmail",
+            "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/*",
+        );
+        Ok("recorded".into())
+    }
+}
+
 /// The uploads bucket, recorded as `s3:*` requests on its objects under the
 /// [`Recording`]'s label (a presigned URL is authorised as the request it signs).
 pub struct RecordingBlobs {

@@ -99,6 +99,8 @@ pub enum DeadLetters {
     Jobs,
     /// The image worker's: upload notifications it could not handle.
     ImageUploads,
+    /// The emails worker's: customer emails it could not write.
+    Emails,
 }
 
 /// Lists or redrives a dead-letter queue of the data directory; answers what to print.
@@ -112,6 +114,7 @@ pub async fn dlq(options: &Options, dlq: &Dlq) -> anyhow::Result<String> {
     let pick = |queue: DeadLetters| match queue {
         DeadLetters::Jobs => (&embedded.dead_letters, &embedded.jobs),
         DeadLetters::ImageUploads => (&embedded.image_dead_letters, &embedded.image_uploads),
+        DeadLetters::Emails => (&embedded.email_dead_letters, &embedded.emails),
     };
     match &dlq.action {
         DlqAction::List { queue, limit } => {
@@ -274,6 +277,10 @@ pub struct Options {
     /// (`0,1,1`); unset, Standard Webhooks' schedule (0, 5 s, 5 min, … 24 h).
     #[arg(long, env = "STOREFRONT_WEBHOOK_RETRY_SCHEDULE", value_parser = retry_schedule)]
     pub webhook_retry_schedule: Option<storefront::domain::RetrySchedule>,
+    /// The address customer emails come from; each is written to <data-dir>/outbox/ as an
+    /// `.eml` file.
+    #[arg(long, env = "STOREFRONT_EMAIL_SENDER", default_value = storefront::context::LOCAL_EMAIL_SENDER)]
+    pub email_sender: String,
     /// The most connections served at once; more wait to be accepted.
     #[arg(long, env = "STOREFRONT_MAX_CONNECTIONS", default_value_t = 512)]
     pub max_connections: usize,
@@ -295,6 +302,7 @@ impl Options {
             stripe_api_base: storefront::payments::stripe::DEFAULT_API_BASE.to_owned(),
             webhook_allow_loopback: false,
             webhook_retry_schedule: None,
+            email_sender: storefront::context::LOCAL_EMAIL_SENDER.to_owned(),
             max_connections: 512,
             read_timeout_s: 30,
         }
@@ -332,6 +340,7 @@ pub struct Server {
     stop: watch::Sender<bool>,
     http: JoinHandle<()>,
     worker: JoinHandle<()>,
+    email_worker: JoinHandle<()>,
     image_worker: JoinHandle<()>,
     relay: JoinHandle<()>,
     expiry: JoinHandle<()>,
@@ -362,6 +371,7 @@ impl Server {
         embedded.ctx.session_lifetime = storefront::config::session_lifetime()?;
         embedded.ctx.audit_retention = storefront::config::audit_retention()?;
         embedded.ctx.payment_window = chrono::Duration::seconds(options.payment_window_s);
+        embedded.ctx.email_sender = Some(options.email_sender.clone());
         embedded.ctx.webhooks = storefront::config::WebhookSettings {
             schedule: options.webhook_retry_schedule.unwrap_or_default(),
             allow_loopback: options.webhook_allow_loopback,
@@ -385,7 +395,7 @@ impl Server {
         }
         // Jobs the last run received but never finished (it was killed) come back now
         // rather than after their visibility timeout: this process holds the queues alone.
-        for queue in [&embedded.jobs, &embedded.image_uploads] {
+        for queue in [&embedded.jobs, &embedded.image_uploads, &embedded.emails] {
             let released = queue.release_in_flight().await?;
             if released > 0 {
                 tracing::info!(
@@ -406,6 +416,13 @@ impl Server {
         let worker = tokio::spawn(storefront::jobs::run_queue(
             embedded.ctx.clone(),
             Arc::new(embedded.jobs.clone()),
+            Arc::new(Dispatcher),
+            WORKER_POLL,
+            stopped.clone(),
+        ));
+        let email_worker = tokio::spawn(storefront::jobs::run_queue(
+            embedded.ctx.clone(),
+            Arc::new(embedded.emails.clone()),
             Arc::new(Dispatcher),
             WORKER_POLL,
             stopped.clone(),
@@ -440,6 +457,7 @@ impl Server {
             stop,
             http,
             worker,
+            email_worker,
             image_worker,
             relay,
             expiry,
@@ -474,6 +492,7 @@ impl Server {
         let _ = self.http.await;
         let _ = self.relay.await;
         let _ = self.worker.await;
+        let _ = self.email_worker.await;
         let _ = self.image_worker.await;
         let _ = self.expiry.await;
         let _ = self.payments.await;

@@ -28,6 +28,12 @@ pub struct AwsConfig {
     /// `STOREFRONT_DEAD_LETTER_QUEUE_URL`: the jobs queue's dead-letter queue, for the
     /// functions that send a job there themselves (the outbox relay).
     pub dead_letter_queue_url: Option<String>,
+    /// `STOREFRONT_EMAIL_QUEUE_URL`: the emails queue, for the function that sends to it
+    /// (the outbox relay).
+    pub email_queue_url: Option<String>,
+    /// `STOREFRONT_EMAIL_SENDER`: the address customer emails come from (a verified SES
+    /// identity), for the function that sends them.
+    pub email_sender: Option<String>,
     /// `STOREFRONT_WEBHOOK_RETRY_SCHEDULE`: see [`webhook_retry_schedule`]. On AWS an
     /// endpoint is never allowed on loopback.
     pub webhooks: WebhookSettings,
@@ -209,6 +215,8 @@ impl AwsConfig {
             images_url: optional("STOREFRONT_IMAGES_URL"),
             payment_window: payment_window()?,
             dead_letter_queue_url: optional("STOREFRONT_DEAD_LETTER_QUEUE_URL"),
+            email_queue_url: optional("STOREFRONT_EMAIL_QUEUE_URL"),
+            email_sender: optional("STOREFRONT_EMAIL_SENDER"),
             webhooks: WebhookSettings {
                 schedule: webhook_retry_schedule()?,
                 allow_loopback: false,

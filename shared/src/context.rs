@@ -19,6 +19,8 @@ use crate::config::{AwsConfig, RateLimits, WebhookSettings};
 use crate::credentials::files::load_or_create_key;
 use crate::credentials::tokens::KeyRing;
 use crate::ids::{IdGenerator, UlidGenerator};
+use crate::mail::files::FileMailer;
+use crate::mail::Mailer;
 use crate::payments::local::LocalPayments;
 use crate::payments::stripe::StripePayments;
 use crate::payments::{Payments, Unconfigured};
@@ -39,6 +41,13 @@ pub const JOBS_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(120);
 pub const IMAGE_UPLOADS_QUEUE: &str = "image-uploads";
 pub const IMAGE_UPLOADS_DLQ: &str = "image-uploads-dlq";
 pub const IMAGE_UPLOADS_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(360);
+/// The emails queue and its dead-letter queue (the `emails` function's; template.yaml says
+/// the same: visibility 6 x its 20 s timeout).
+pub const EMAILS_QUEUE: &str = "emails";
+pub const EMAILS_DLQ: &str = "emails-dlq";
+pub const EMAILS_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(120);
+/// The address the local server's emails come from (`STOREFRONT_EMAIL_SENDER` replaces it).
+pub const LOCAL_EMAIL_SENDER: &str = "orders@storefront.localhost";
 /// The bucket name local upload notifications give.
 pub const LOCAL_BUCKET: &str = "storefront-local";
 
@@ -49,6 +58,13 @@ pub struct AppContext {
     /// The jobs queue's dead-letter queue, where a job that failed for good is sent (a
     /// webhook delivery past its last attempt); only the outbox relay sends there.
     pub dead_letters: Arc<dyn Queue>,
+    /// The emails queue, which only the outbox relay sends to.
+    pub emails: Arc<dyn Queue>,
+    /// Where customer emails go out: SES in the `emails` function, `.eml` files in the
+    /// local server; nowhere elsewhere.
+    pub mailer: Arc<dyn Mailer>,
+    /// The address customer emails come from.
+    pub email_sender: Option<String>,
     pub blobs: Arc<dyn Blobs>,
     /// The payment provider: Stripe where a secret key is configured (the functions that
     /// call it, on AWS), the local provider in the local server and tests.
@@ -86,6 +102,9 @@ pub struct Embedded {
     /// The blob store's notifications of uploads, which the image worker consumes.
     pub image_uploads: EmbeddedQueue,
     pub image_dead_letters: EmbeddedQueue,
+    /// Customer emails waiting to be written under `<data-dir>/outbox/`.
+    pub emails: EmbeddedQueue,
+    pub email_dead_letters: EmbeddedQueue,
     /// The local payment provider (the context's, unless a Stripe key replaced it), which
     /// the local server's confirm route and event delivery use.
     pub local_payments: LocalPayments,
@@ -129,12 +148,13 @@ impl AppContext {
                 None => Arc::new(crate::queue::Unconfigured(setting)),
             }
         };
-        let (queue, dead_letters) = (
+        let (queue, dead_letters, emails) = (
             queue(&config.queue_url, "STOREFRONT_QUEUE_URL"),
             queue(
                 &config.dead_letter_queue_url,
                 "STOREFRONT_DEAD_LETTER_QUEUE_URL",
             ),
+            queue(&config.email_queue_url, "STOREFRONT_EMAIL_QUEUE_URL"),
         );
         let blobs: Arc<dyn Blobs> = match &config.bucket {
             Some(bucket) => {
@@ -152,6 +172,9 @@ impl AppContext {
             table: Arc::new(table),
             queue,
             dead_letters,
+            emails,
+            mailer: Arc::new(crate::mail::Unconfigured),
+            email_sender: config.email_sender.clone(),
             blobs,
             payments: Arc::new(Unconfigured),
             ids: Arc::new(UlidGenerator::new(clock.clone())),
@@ -183,6 +206,8 @@ impl AppContext {
         let queues = EmbeddedQueues::open(&data_dir.join("queue.redb"), clock.clone())?;
         let (jobs, dead_letters) =
             with_dead_letters(&queues, JOBS_QUEUE, JOBS_DLQ, JOBS_VISIBILITY_TIMEOUT);
+        let (emails, email_dead_letters) =
+            with_dead_letters(&queues, EMAILS_QUEUE, EMAILS_DLQ, EMAILS_VISIBILITY_TIMEOUT);
         let (image_uploads, image_dead_letters) = with_dead_letters(
             &queues,
             IMAGE_UPLOADS_QUEUE,
@@ -210,6 +235,9 @@ impl AppContext {
             table,
             queue: Arc::new(jobs.clone()),
             dead_letters: Arc::new(dead_letters.clone()),
+            emails: Arc::new(emails.clone()),
+            mailer: Arc::new(FileMailer::new(data_dir.join("outbox"))),
+            email_sender: Some(LOCAL_EMAIL_SENDER.to_owned()),
             blobs: Arc::new(blobs.clone()),
             ids,
             started_at: clock.now(),
@@ -227,6 +255,8 @@ impl AppContext {
             dead_letters,
             image_uploads,
             image_dead_letters,
+            emails,
+            email_dead_letters,
             local_payments,
             data_dir: data_dir.to_owned(),
         })

@@ -10,7 +10,7 @@
 //!   no I/O.
 //! - [`credentials`]: passwords, signed tokens and their key ring, refresh tokens and API
 //!   keys as handed out, and private key files.
-//! - [`store`], [`queue`], [`blobs`], [`payments`]: the ports (traits) and their adapters,
+//! - [`store`], [`queue`], [`blobs`], [`payments`], [`mail`]: the ports (traits) and their adapters,
 //!   one file each: `embedded.rs` (`local.rs` for payments) for the local server and tests,
 //!   `dynamo.rs`/`sqs.rs`/`s3.rs`/`stripe.rs` for AWS.
 //! - [`repo`]: one file per aggregate: its keys, items and transactions over the `Table`
@@ -24,8 +24,8 @@
 //!   a route, who may call it, matching).
 //! - [`auth`]: authenticating a request's caller and admitting it ([`auth::admit`]) as its
 //!   route's declared access asks.
-//! - [`identity`], [`audit`], [`events`], [`catalog`], [`orders`] (and, as it comes,
-//!   `webhooks`): the feature modules, the rules of one capability that several routes
+//! - [`identity`], [`audit`], [`events`], [`catalog`], [`orders`], [`webhooks`], [`emails`]:
+//!   the feature modules, the rules of one capability that several routes
 //!   share, returning values and transaction operations.
 //! - [`edge`]: [`edge::dispatch`], the one path a request takes: request id, body limit,
 //!   per-IP limit, route, access check, handler, problem+json, metrics.
@@ -51,6 +51,7 @@ pub mod credentials;
 pub mod crypto;
 pub mod domain;
 pub mod edge;
+pub mod emails;
 pub mod events;
 pub mod handlers;
 pub mod http;
@@ -59,6 +60,7 @@ pub mod ids;
 pub mod imaging;
 pub mod jobs;
 pub mod lambda;
+pub mod mail;
 pub mod metrics;
 pub mod orders;
 pub mod payments;

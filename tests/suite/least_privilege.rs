@@ -164,6 +164,14 @@ async fn requests_of_every_flow() -> Flows {
         inner: embedded.ctx.dead_letters.clone(),
         queue: "JobsDeadLetterQueue.Arn",
     });
+    ctx.emails = Arc::new(RecordingQueue {
+        recording: recording.clone(),
+        inner: embedded.ctx.emails.clone(),
+        queue: "EmailsQueue.Arn",
+    });
+    ctx.mailer = Arc::new(storefront_tests::recording::RecordingMailer {
+        recording: recording.clone(),
+    });
     // Deliveries go to a receiver on this machine.
     ctx.webhooks.allow_loopback = true;
     ctx.webhooks.schedule = storefront::domain::RetrySchedule::parse("0").unwrap();
@@ -897,6 +905,28 @@ async fn requests_of_every_flow() -> Flows {
         receiver.received().len() > 1,
         "the endpoint heard of the events"
     );
+    // The emails the order events called for, each sent once: run twice, the second run
+    // finds them sent.
+    h.as_function("emails");
+    let mut emails = Vec::new();
+    loop {
+        let batch = embedded.emails.receive(10).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        emails.extend(batch.into_iter().map(|m| JobMessage {
+            id: m.id,
+            body: m.body,
+            receive_count: m.receive_count,
+        }));
+    }
+    assert!(!emails.is_empty(), "the order flows called for emails");
+    for _ in 0..2 {
+        let outcome =
+            storefront::jobs::process_batch(&h.ctx, &storefront::jobs::worker::Dispatcher, &emails)
+                .await;
+        assert!(outcome.failed.is_empty());
+    }
     assert_eq!(embedded.dead_letters.len().await.unwrap(), 1);
     // A delivery not yet due goes back to the queue with a delay.
     h.as_function("worker");

@@ -25,6 +25,7 @@ mod helpers;
 
 mod blobs_conformance;
 mod catalog;
+mod emails;
 mod events_replay;
 mod http_edge;
 mod idempotency;

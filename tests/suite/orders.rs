@@ -771,7 +771,7 @@ pub(crate) fn intent(shop: &Shop, order_id: &str, amount: i64) -> Value {
            "metadata": {"order_id": order_id, "tenant_id": shop.tenant_id}})
 }
 
-fn charge(shop: &Shop, order_id: &str, amount: i64) -> Value {
+pub(crate) fn charge(shop: &Shop, order_id: &str, amount: i64) -> Value {
     json!({"id": "ch_test_1", "object": "charge", "amount": amount, "amount_refunded": amount,
            "currency": "eur", "payment_intent": "pi_test_1", "refunded": true,
            "metadata": {"order_id": order_id, "tenant_id": shop.tenant_id}})
@@ -1099,9 +1099,15 @@ async fn cancelling_a_paid_order_refunds_it_once_through_the_provider(mut api: A
     let order = status_of(&api, &shop, &id).await;
     assert_eq!(order["status"], "cancelled");
     assert_eq!(order["refund"]["status"], "succeeded");
+    // The refund is news even though the order stays cancelled.
     assert_eq!(
         events_about(&api, &id).await,
-        ["order.created", "order.paid", "order.cancelled"]
+        [
+            "order.created",
+            "order.paid",
+            "order.cancelled",
+            "order.refunded"
+        ]
     );
 }
 

@@ -66,8 +66,8 @@ impl Queue for Requeued {
 
 /// The relay and the worker, run by hand: the outbox's jobs and the worker's requeued
 /// ones, in due order, the clock moved to each one's time.
-struct Jobs {
-    ctx: AppContext,
+pub(crate) struct Jobs {
+    pub(crate) ctx: AppContext,
     requeued: Arc<Requeued>,
     /// The bodies relayed to the dead-letter queue.
     dead_letters: Vec<String>,
@@ -76,10 +76,12 @@ struct Jobs {
 }
 
 impl Jobs {
-    fn new(api: &Api, schedule: &str) -> Self {
+    pub(crate) fn new(api: &Api, schedule: &str) -> Self {
         let requeued = Arc::new(Requeued::default());
         let mut ctx = api.ctx.clone();
         ctx.queue = requeued.clone();
+        // Emails are written to the outbox directory of the harness.
+        ctx.mailer = api.mailer();
         ctx.webhooks.allow_loopback = true;
         ctx.webhooks.schedule = RetrySchedule::parse(schedule).expect("schedule");
         Self {
@@ -91,7 +93,7 @@ impl Jobs {
     }
 
     /// Takes every job waiting in the outbox (its items deleted, as the relay does).
-    async fn take_outbox(&mut self) -> Vec<String> {
+    pub(crate) async fn take_outbox(&mut self) -> Vec<String> {
         let mut jobs = Vec::new();
         for shard in 0..storefront::jobs::outbox::SHARDS {
             let page = self
@@ -123,14 +125,16 @@ impl Jobs {
 
     /// Runs the event and delivery jobs until none is left (other jobs are left out),
     /// with the clock moved forward to each due time; at most `limit` rounds.
-    async fn run(&mut self, api: &Api) {
+    pub(crate) async fn run(&mut self, api: &Api) {
         for _ in 0..200 {
             let mut jobs: Vec<(Option<DateTime<Utc>>, String)> = self
                 .take_outbox()
                 .await
                 .into_iter()
                 .filter(|body| {
-                    body.contains("\"kind\":\"event\"") || body.contains("\"kind\":\"deliver\"")
+                    ["event", "deliver", "email"]
+                        .iter()
+                        .any(|kind| body.contains(&format!("\"kind\":\"{kind}\"")))
                 })
                 .map(|body| (due(&body), body))
                 .collect();
@@ -539,7 +543,8 @@ async fn an_order_flow_ends_with_signed_webhooks_the_reference_library_verifies(
 async fn a_receiver_that_fails_three_times_then_succeeds_gets_exactly_one_success(api: Api) {
     let shop = api.create_shop("owner@example.com").await;
     let receiver = Receiver::start(200).await;
-    receiver.then(&[500, 503, 502]);
+    // A redirect is a failure too: it is never followed.
+    receiver.then(&[500, 302, 503]);
     let (endpoint_id, _) = endpoint(&api, &shop, &receiver, json!(["product.updated"])).await;
     product(&api, &shop, "GREEN", 1250, 10).await;
     let started = api.clock.now();
@@ -548,7 +553,7 @@ async fn a_receiver_that_fails_three_times_then_succeeds_gets_exactly_one_succes
 
     let delivered = receiver.received();
     let statuses: Vec<u16> = delivered.iter().map(|d| d.status).collect();
-    assert_eq!(statuses, [500, 503, 502, 200]);
+    assert_eq!(statuses, [500, 302, 503, 200]);
     let ids: std::collections::BTreeSet<&str> =
         delivered.iter().map(|d| d.header("webhook-id")).collect();
     assert_eq!(ids.len(), 1, "every attempt is the same message");
@@ -573,19 +578,26 @@ async fn a_receiver_that_fails_three_times_then_succeeds_gets_exactly_one_succes
         outcomes,
         [
             (4, "succeeded", json!(200)),
-            (3, "failed", json!(502)),
-            (2, "failed", json!(503)),
+            (3, "failed", json!(503)),
+            (2, "failed", json!(302)),
             (1, "failed", json!(500)),
         ]
     );
     for failed in &log[1..] {
         assert!(failed["next_attempt_at"].is_string(), "{failed}");
-        assert!(failed["error"].as_str().unwrap().contains("answered 5"));
+        assert!(failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("the endpoint answered"));
         assert!(failed["response_excerpt"]
             .as_str()
             .unwrap()
             .contains("answered"));
     }
+    assert_eq!(
+        log[2]["error"],
+        "the endpoint answered 302; redirects are not followed"
+    );
     assert!(jobs.dead_letters.is_empty());
 }
 

@@ -18,6 +18,17 @@ pub enum Job {
     /// Asks the payment provider to give back an order's payment (its `refund` says how
     /// much), once: the provider's idempotency key is the order's.
     Refund { tenant_id: String, order_id: String },
+    /// Sends a customer the email an event calls for, once.
+    Email {
+        tenant_id: String,
+        event_id: String,
+        email: EmailKind,
+        to: String,
+        customer_name: String,
+        shop_name: String,
+        /// The order as the event showed it.
+        order: serde_json::Value,
+    },
     /// Makes attempt `attempt` (1-based) to deliver an event to one webhook endpoint, not
     /// before `not_before` (RFC 3339; absent, at once). The event itself waits in the
     /// table, in the endpoint's message for it; each attempt is claimed there, so a
@@ -34,6 +45,37 @@ pub enum Job {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         manual: bool,
     },
+}
+
+/// Which email an event calls for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmailKind {
+    /// `order.paid`: the order confirmation.
+    Confirmation,
+    /// `order.cancelled`.
+    Cancellation,
+    /// `order.refunded`: the money is on its way back.
+    Refund,
+}
+
+impl EmailKind {
+    pub fn of(event_type: &str) -> Option<Self> {
+        match event_type {
+            "order.paid" => Some(Self::Confirmation),
+            "order.cancelled" => Some(Self::Cancellation),
+            "order.refunded" => Some(Self::Refund),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Confirmation => "confirmation",
+            Self::Cancellation => "cancellation",
+            Self::Refund => "refund",
+        }
+    }
 }
 
 impl Job {

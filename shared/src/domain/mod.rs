@@ -20,7 +20,7 @@ pub use ids::{
     ApiKeyId, DeliveryId, EndpointId, ImageId, OrderId, ProductId, SessionId, TenantId, TypedId,
     UserId,
 };
-pub use jobs::{Event, EventData, Job};
+pub use jobs::{EmailKind, Event, EventData, Job};
 pub use money::{Currency, Money, MAX_AMOUNT};
 pub use orders::{Cart, IllegalMove, Move, OrderStatus, Quantity};
 pub use webhooks::{Breaker, EventTypes, Gate, RetrySchedule, EVENT_TYPES};

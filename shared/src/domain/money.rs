@@ -101,6 +101,41 @@ impl Money {
         Money::new(sum, self.currency.clone())
     }
 
+    /// The amount as a customer reads it: the currency's symbol and its minor units
+    /// (ISO 4217's exponent: 2 for `eur`, 0 for `jpy`, 3 for `kwd`), thousands grouped:
+    /// `€1,234.50`, `¥1,234`, `BRL 12.00` (the code, where the currency's symbol is made of
+    /// letters).
+    pub fn formatted(&self) -> String {
+        let iso = iso_currency::Currency::from_code(&self.currency.as_str().to_ascii_uppercase());
+        let exponent = iso.and_then(|c| c.exponent()).unwrap_or(2);
+        let divisor = 10_i64.pow(u32::from(exponent));
+        let (whole, minor) = (self.amount / divisor, self.amount % divisor);
+        let digits = whole.to_string();
+        let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
+        for (i, digit) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                grouped.push(',');
+            }
+            grouped.push(digit);
+        }
+        if exponent > 0 {
+            grouped.push_str(&format!(".{minor:0width$}", width = usize::from(exponent)));
+        }
+        let code = self.currency.as_str().to_ascii_uppercase();
+        match iso.map(|c| c.symbol().symbol) {
+            // A sign (`€`, `$`, `¥`) goes before the amount; a symbol made of letters
+            // (`R$`, or `د.ك`, which reads right to left) or none reads as the code.
+            Some(symbol)
+                if !symbol.is_empty()
+                    && symbol != "¤"
+                    && !symbol.chars().any(char::is_alphabetic) =>
+            {
+                format!("{symbol}{grouped}")
+            }
+            _ => format!("{code} {grouped}"),
+        }
+    }
+
     /// This amount `times` times (a line of an order), in range.
     pub fn times(&self, times: u32) -> Result<Money, Invalid> {
         let product = self
@@ -135,6 +170,18 @@ mod tests {
             serde_json::to_value(eur(1999)).unwrap(),
             serde_json::json!({"amount": 1999, "currency": "eur"})
         );
+    }
+
+    #[test]
+    fn money_reads_with_its_currencys_symbol_and_minor_units() {
+        let money = |amount, code| Money::new(amount, Currency::parse(code).unwrap()).unwrap();
+        assert_eq!(money(123_450, "eur").formatted(), "€1,234.50");
+        assert_eq!(money(5, "usd").formatted(), "$0.05");
+        assert_eq!(money(1_234, "jpy").formatted(), "¥1,234");
+        assert_eq!(money(1_234_567, "kwd").formatted(), "KWD 1,234.567");
+        assert_eq!(money(1_200, "brl").formatted(), "BRL 12.00");
+        assert_eq!(money(100_000_000, "gbp").formatted(), "£1,000,000.00");
+        assert_eq!(money(0, "eur").formatted(), "€0.00");
     }
 
     #[test]

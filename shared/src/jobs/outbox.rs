@@ -56,6 +56,7 @@ impl Queues for crate::context::AppContext {
         Some(match destination {
             Destination::Jobs => self.queue.as_ref(),
             Destination::DeadLetters => self.dead_letters.as_ref(),
+            Destination::Emails => self.emails.as_ref(),
         })
     }
 }
@@ -99,7 +100,11 @@ pub async fn relay_shard(
             }
         }
         let mut held_back = Vec::new();
-        for destination in [Destination::Jobs, Destination::DeadLetters] {
+        for destination in [
+            Destination::Jobs,
+            Destination::DeadLetters,
+            Destination::Emails,
+        ] {
             let batch: Vec<&Ready> = ready
                 .iter()
                 .filter(|r| r.destination == destination)

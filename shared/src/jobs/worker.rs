@@ -34,7 +34,28 @@ impl Worker for Dispatcher {
             // its own delivery, once however often the queue brings the event.
             Job::Event { event } => {
                 let endpoints = crate::webhooks::fan_out(ctx, &event).await?;
-                tracing::info!(event_id = %event.id, event_type = %event.kind, endpoints, "event published");
+                let emailed = crate::emails::queue(ctx, &event).await?;
+                tracing::info!(event_id = %event.id, event_type = %event.kind, endpoints, emailed, "event published");
+            }
+            Job::Email {
+                tenant_id,
+                event_id,
+                email,
+                to,
+                customer_name,
+                shop_name,
+                order,
+            } => {
+                let request = crate::emails::Request {
+                    tenant_id,
+                    event_id,
+                    kind: email,
+                    to,
+                    customer_name,
+                    shop_name,
+                    order,
+                };
+                crate::emails::send(ctx, request).await?
             }
             Job::Deliver {
                 tenant_id,

@@ -161,7 +161,13 @@ fn planned(
                         event.payment_id.clone(),
                     )
                 }
-                Err(_) => ("order.refund_recorded", None, event.payment_id.clone()),
+                // A cancelled order keeps its status; its refund is news all the same (the
+                // customer's refund email, the shop's webhooks).
+                Err(_) => (
+                    "order.refund_recorded",
+                    Some("order.refunded"),
+                    event.payment_id.clone(),
+                ),
             }
         }
     };

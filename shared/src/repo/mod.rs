@@ -3,6 +3,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod emails;
 pub mod idempotency;
 pub mod orders;
 pub mod outbox;

@@ -27,6 +27,8 @@ pub enum Destination {
     /// The jobs queue's dead-letter queue: a job that has failed for good (a webhook
     /// delivery past its last attempt), kept for an operator to inspect and redrive.
     DeadLetters,
+    /// The emails queue, which the emails consumer (and only it may send with SES) takes.
+    Emails,
 }
 
 /// One job waiting to be sent.

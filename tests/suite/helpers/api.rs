@@ -24,7 +24,43 @@ pub struct Api {
     pub clock: Arc<ManualClock>,
     /// The embedded adapters, for the embedded API (the local server's blob checks).
     pub embedded: Option<storefront::context::Embedded>,
+    /// Where the harness's emails are written (`.eml` files), and how many were sent.
+    pub mail: Arc<CountingMailer>,
     _guard: Option<tempfile::TempDir>,
+}
+
+/// The local server's file mailer over a temporary directory, counting its sends.
+pub struct CountingMailer {
+    files: storefront::mail::files::FileMailer,
+    dir: tempfile::TempDir,
+    sent: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingMailer {
+    pub fn new() -> Self {
+        let dir = helpers::temp_dir();
+        Self {
+            files: storefront::mail::files::FileMailer::new(dir.path()),
+            dir,
+            sent: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    pub fn sent(&self) -> usize {
+        self.sent.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl storefront::mail::Mailer for CountingMailer {
+    async fn send(&self, email: &storefront::mail::Outgoing) -> anyhow::Result<String> {
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.files.send(email).await
+    }
 }
 
 #[derive(Debug)]
@@ -71,10 +107,14 @@ pub async fn embedded() -> Api {
         clock.clone() as Arc<dyn Clock>,
     )
     .expect("open");
+    let mail = Arc::new(CountingMailer::new());
+    let mut ctx = embedded.ctx.clone();
+    ctx.mailer = mail.clone();
     Api {
-        ctx: embedded.ctx.clone(),
+        ctx,
         clock,
         embedded: Some(embedded),
+        mail,
         _guard: Some(dir),
     }
 }
@@ -101,6 +141,8 @@ pub async fn dynamo() -> Api {
         images_url: Some("https://images.example.test".to_owned()),
         payment_window: chrono::Duration::seconds(storefront::config::DEFAULT_PAYMENT_WINDOW_S),
         dead_letter_queue_url: None,
+        email_queue_url: None,
+        email_sender: Some("orders@shop.example".to_owned()),
         webhooks: Default::default(),
     };
     let mut ctx = AppContext::aws(&sdk, &config, clock.clone() as Arc<dyn Clock>);
@@ -111,10 +153,13 @@ pub async fn dynamo() -> Api {
     ));
     let key = ("k1".to_owned(), KeyRing::generate_key().expect("key"));
     ctx.keys = Arc::new(KeyRing::from_private_keys(&[key]).expect("ring"));
+    let mail = Arc::new(CountingMailer::new());
+    ctx.mailer = mail.clone();
     Api {
         ctx,
         clock,
         embedded: None,
+        mail,
         _guard: None,
     }
 }
@@ -128,6 +173,11 @@ pub struct Shop {
 }
 
 impl Api {
+    /// The harness's mailer, for a context of a test's own.
+    pub fn mailer(&self) -> Arc<dyn storefront::mail::Mailer> {
+        self.mail.clone()
+    }
+
     pub async fn call_from(
         &self,
         ip: &str,
