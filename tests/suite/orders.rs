@@ -777,6 +777,31 @@ pub(crate) fn charge(shop: &Shop, order_id: &str, amount: i64) -> Value {
            "metadata": {"order_id": order_id, "tenant_id": shop.tenant_id}})
 }
 
+/// An order of the shop's customer, paid (its provider's `payment_intent.succeeded`
+/// applied), and then cancelled when `cancel`: its id.
+pub(crate) async fn paid_order(api: &Api, shop: &Shop, cancel: bool) -> String {
+    let (order_id, _) = placed_order(api, shop).await;
+    let paid = send(
+        api,
+        "evt_paid_1",
+        "payment_intent.succeeded",
+        intent(shop, &order_id, 2500),
+    )
+    .await;
+    assert_eq!(paid.status, 200, "{:?}", paid.body);
+    if cancel {
+        let cancelled = api
+            .post(
+                &format!("/v1/orders/{order_id}/cancel"),
+                Some(&shop.owner),
+                json!({}),
+            )
+            .await;
+        assert_eq!(cancelled.status, 200, "{:?}", cancelled.body);
+    }
+    order_id
+}
+
 pub(crate) async fn placed_order(api: &Api, shop: &Shop) -> (String, String) {
     let green = product(api, shop, "GREEN", 1250, 10).await;
     let (token, _) = customer(api, shop, "grace@example.com").await;

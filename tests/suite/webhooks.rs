@@ -21,7 +21,7 @@ use storefront::store::{Index, Key, Query};
 use storefront_tests::receiver::{Delivered, Receiver};
 
 use crate::helpers::api::{dynamo, embedded, Api, Shop};
-use crate::orders::{placed_order, product, send, with_webhook_secret};
+use crate::orders::{paid_order, product, with_webhook_secret};
 
 conformance!(embedded, dynamo;
     endpoints_are_registered_listed_changed_and_deleted_by_owners_and_admins_alone,
@@ -462,23 +462,7 @@ async fn an_order_flow_ends_with_signed_webhooks_the_reference_library_verifies(
         json!(storefront::domain::EVENT_TYPES),
     )
     .await;
-    let (order_id, _) = placed_order(&api, &shop).await;
-    let paid = send(
-        &api,
-        "evt_paid_1",
-        "payment_intent.succeeded",
-        crate::orders::intent(&shop, &order_id, 2500),
-    )
-    .await;
-    assert_eq!(paid.status, 200, "{:?}", paid.body);
-    let cancelled = api
-        .post(
-            &format!("/v1/orders/{order_id}/cancel"),
-            Some(&shop.owner),
-            json!({}),
-        )
-        .await;
-    assert_eq!(cancelled.status, 200, "{:?}", cancelled.body);
+    let order_id = paid_order(&api, &shop, true).await;
 
     let mut jobs = Jobs::new(&api, "0");
     jobs.run(&api).await;

@@ -25,13 +25,13 @@ fn with_webhooks(options: &mut Options, schedule: &str) {
 }
 
 /// A client of one running server.
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
 }
 
 impl Client {
-    fn new(base: &str) -> Self {
+    pub(crate) fn new(base: &str) -> Self {
         Self {
             http: reqwest::Client::new(),
             base: base.trim_end_matches('/').to_owned(),
@@ -61,7 +61,7 @@ impl Client {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Value {
+    pub(crate) async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Value {
         let (status, answer) = self
             .send(reqwest::Method::POST, path, token, Some(body), &[])
             .await;
@@ -96,7 +96,7 @@ impl Client {
     }
 
     /// A shop and its owner's token.
-    async fn shop(&self) -> (String, String) {
+    pub(crate) async fn shop(&self) -> (String, String) {
         let shop = self
             .post(
                 "/v1/tenants",
@@ -124,7 +124,7 @@ impl Client {
         )
     }
 
-    async fn product(&self, owner: &str, stock: i64) -> String {
+    pub(crate) async fn product(&self, owner: &str, stock: i64) -> String {
         let product = self
             .post(
                 "/v1/products",
@@ -135,7 +135,7 @@ impl Client {
         product["id"].as_str().unwrap().to_owned()
     }
 
-    async fn order(&self, token: &str, product: &str, key: &str) -> String {
+    pub(crate) async fn order(&self, token: &str, product: &str, key: &str) -> String {
         let (status, placed) = self
             .send(
                 reqwest::Method::POST,

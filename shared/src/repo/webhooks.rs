@@ -494,26 +494,11 @@ pub mod breaker {
     /// Holds every delivery to the endpoint until `until_ms` (its `Retry-After`), unless
     /// it is held longer already; then one trial goes through, as after the breaker opens.
     pub async fn hold(table: &dyn Table, key: &Key, until_ms: i64) -> Result<(), StoreError> {
-        let condition = Condition::And(vec![
-            Condition::Exists,
-            Condition::Or(vec![
-                Condition::AttrNotExists("open_until_ms".into()),
-                Condition::lt("open_until_ms", until_ms),
-            ]),
+        let later = Condition::Or(vec![
+            Condition::AttrNotExists("open_until_ms".into()),
+            Condition::lt("open_until_ms", until_ms),
         ]);
-        ignore_gone(
-            table
-                .update(
-                    key,
-                    vec![
-                        UpdateOp::set("open_until_ms", until_ms),
-                        UpdateOp::remove("trial_until_ms"),
-                    ],
-                    Some(condition),
-                )
-                .await
-                .map(drop),
-        )
+        open_until(table, key, until_ms, Some(later)).await
     }
 
     /// Counts a failure; answers the consecutive failures now counted.
@@ -543,13 +528,21 @@ pub mod breaker {
         until_ms: i64,
         reopen: bool,
     ) -> Result<(), StoreError> {
-        let condition = if reopen {
-            Condition::Exists
-        } else {
-            Condition::And(vec![
-                Condition::Exists,
-                Condition::AttrNotExists("open_until_ms".into()),
-            ])
+        let closed = (!reopen).then(|| Condition::AttrNotExists("open_until_ms".into()));
+        open_until(table, key, until_ms, closed).await
+    }
+
+    /// Sets the time the breaker is open until (no trial in flight), when the endpoint
+    /// still exists and `also` holds.
+    async fn open_until(
+        table: &dyn Table,
+        key: &Key,
+        until_ms: i64,
+        also: Option<Condition>,
+    ) -> Result<(), StoreError> {
+        let condition = match also {
+            Some(also) => Condition::And(vec![Condition::Exists, also]),
+            None => Condition::Exists,
         };
         ignore_gone(
             table
